@@ -1,0 +1,50 @@
+# The two commands people need: `make run` and `make test`. Everything else is plumbing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+# The one place that picks the torch build. A CUDA build where an NVIDIA GPU answers, else the CPU
+# build. Override with `make TORCH_SPEC='torch==2.14.1' ...` (and TORCH_PIP_ARGS for an index).
+HAS_NVIDIA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+ifeq ($(HAS_NVIDIA),yes)
+TORCH_SPEC ?= torch>=2.13
+else
+TORCH_SPEC ?= torch==2.13.0
+endif
+TORCH_PIP_ARGS ?=
+
+.PHONY: run test lint bench clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.torch: | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	touch $@
+
+$(VENV)/.installed-run: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-run
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed-run
+	$(BIN)/obscura run-demo
+
+test: $(VENV)/.installed-test
+	bash tests/ensure-chromium.sh
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check core privacy webui tests bench
+	$(BIN)/mypy privacy
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/engine.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,28 @@
+"""The ``obscura`` command line. Every subcommand's ``--help`` is its reference."""
+
+from __future__ import annotations
+
+import click
+
+import webui  # noqa: F401  (privacy environment before any heavy import)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="obscura")
+def main() -> None:
+    """Obscura: a private AI painting studio that runs on your own machine.
+
+    Nothing leaves the machine: models load from local folders only, uploads are encrypted
+    while they wait and destroyed when their job ends, and no account holds an e-mail address,
+    phone number or real name.
+
+    Settings come from built-in defaults, then <data-dir>/obscura.toml, then OBSCURA_*
+    environment variables, then flags (see docs/configuration.md).
+    """
+
+
+# Subcommands are registered below, one line per module.
+# -- engine (core) --
+# -- accounts (privacy) --
+# -- audit (privacy) --
+# -- server (webui) --
