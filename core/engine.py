@@ -1,0 +1,326 @@
+"""The engine: one device, one loaded model at a time, and ``generate`` for all three modes.
+
+``generate`` reads like a diffusers call: the request's names are diffusers' own
+(``num_inference_steps``, ``guidance_scale``, ``strength``), checked up front with one clear
+sentence per mistake. Progress, live previews and cancellation go through diffusers'
+``callback_on_step_end``: a cancelled job raises :class:`JobCancelled` at the end of the current
+step, which stops the pipeline and frees the device at once.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from core import pipelines
+from core.devices import plan, resolve_device, resolve_dtype
+from core.errors import InputError, JobCancelled
+from core.preview import latents_to_preview
+from core.registry import ModelInfo, ModelRegistry
+from core.samplers import find_sampler, make_scheduler
+
+log = logging.getLogger("obscura.core")
+
+MAX_PROMPT_CHARS = 4000
+MAX_BATCH = 8
+MAX_STEPS = 150
+MAX_GUIDANCE = 30.0
+MAX_SEED = 2**32 - 1
+
+StepCallback = Callable[[int, int, Image.Image | None], None]
+
+
+@dataclass
+class GenerationRequest:
+    prompt: str
+    negative_prompt: str = ""
+    image: Image.Image | None = None
+    mask: Image.Image | None = None
+    strength: float = 0.75
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    batch_size: int = 1
+    seed: int | None = None
+    sampler: str | None = None
+    model: str | None = None
+
+    @property
+    def mode(self) -> str:
+        if self.mask is not None:
+            return "inpaint"
+        if self.image is not None:
+            return "img2img"
+        return "txt2img"
+
+
+@dataclass
+class GenerationResult:
+    images: list[Image.Image]
+    seeds: list[int]
+    seed: int
+    model: str
+    is_demo: bool
+    sampler: str
+    num_inference_steps: int
+    guidance_scale: float
+    width: int
+    height: int
+    mode: str
+    strength: float | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def _number(value: Any, kind: type, code: str, what: str) -> Any:
+    if isinstance(value, bool):
+        raise InputError(code, "{what} must be a number.", what=what)
+    try:
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(code, "{what} must be a number.", what=what) from None
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise InputError(code, "{what} must be a whole number.", what=what)
+    if isinstance(number, float) and number != number:  # NaN
+        raise InputError(code, "{what} must be a number.", what=what)
+    return number
+
+
+class Engine:
+    """Runs generation on one device. Thread-safe: one job at a time."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        device: str = "auto",
+        dtype: str = "auto",
+        memory_mode: str = "auto",
+        default_model: str | None = None,
+    ) -> None:
+        self.registry = registry
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(self.device, dtype)
+        self.memory_mode = memory_mode
+        self.default_model = default_model
+        self._lock = threading.RLock()
+        self._model: ModelInfo | None = None
+        self._pipes: dict[str, Any] = {}
+        self.plan = None
+
+    # -- models ---------------------------------------------------------------------------
+    @property
+    def current_model(self) -> str | None:
+        return self._model.name if self._model else None
+
+    def model_for(self, name: str | None) -> ModelInfo:
+        if name:
+            return self.registry.get(name)
+        if self._model is not None:
+            return self._model
+        if self.default_model:
+            return self.registry.get(self.default_model)
+        return self.registry.default()
+
+    def load(self, name: str | None = None) -> ModelInfo:
+        """Make ``name`` the loaded model (loads once; switching frees the previous one)."""
+        with self._lock:
+            info = self.model_for(name)
+            if self._model is not None and self._model == info:
+                return info
+            self.unload()
+            base = pipelines.load_base_pipeline(info, self.dtype)
+            self.plan = plan(
+                self.device, self.dtype, pipelines.estimate_bytes(info, self.dtype), self.memory_mode
+            )
+            pipelines.place(base, self.plan)
+            self._model, self._pipes = info, {"txt2img": base}
+            log.info("model loaded (%s, %s, %s)", info.arch, self.device, self.plan.memory_mode)
+            return info
+
+    def unload(self) -> None:
+        with self._lock:
+            self._pipes.clear()
+            self._model = None
+            gc.collect()
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+
+    def _pipeline(self, info: ModelInfo, mode: str) -> Any:
+        if mode not in self._pipes:
+            self._pipes[mode] = pipelines.derive_pipeline(self._pipes["txt2img"], info, mode)
+            if self.plan is not None and self.plan.memory_mode != "none":
+                pipelines.place(self._pipes[mode], self.plan)
+        return self._pipes[mode]
+
+    # -- checks ---------------------------------------------------------------------------
+    def validate(self, request: GenerationRequest) -> ModelInfo:
+        """Raise :class:`InputError` for any value the engine cannot run; return the model."""
+        for name in ("prompt", "negative_prompt"):
+            value = getattr(request, name)
+            if not isinstance(value, str):
+                raise InputError("bad_prompt", "The prompt must be text.")
+            if len(value) > MAX_PROMPT_CHARS:
+                raise InputError(
+                    "prompt_too_long", "The prompt is too long; keep it under {max} characters.", max=MAX_PROMPT_CHARS
+                )
+        info = self.model_for(request.model)
+        spec = info.spec
+        find_sampler(request.sampler)
+        if request.num_inference_steps is not None:
+            steps = _number(request.num_inference_steps, int, "steps_out_of_range", "Steps")
+            if not 1 <= steps <= MAX_STEPS:
+                raise InputError(
+                    "steps_out_of_range", "Steps must be between 1 and {max}.", max=MAX_STEPS, value=steps
+                )
+        if request.guidance_scale is not None:
+            guidance = _number(request.guidance_scale, float, "guidance_out_of_range", "Guidance scale")
+            if not 0.0 <= guidance <= MAX_GUIDANCE:
+                raise InputError(
+                    "guidance_out_of_range", "Guidance scale must be between 0 and {max}.", max=MAX_GUIDANCE
+                )
+        batch = _number(request.batch_size, int, "batch_out_of_range", "Batch size")
+        if not 1 <= batch <= MAX_BATCH:
+            raise InputError("batch_out_of_range", "Batch size must be between 1 and {max}.", max=MAX_BATCH)
+        if request.seed is not None:
+            seed = _number(request.seed, int, "seed_out_of_range", "Seed")
+            if not -1 <= seed <= MAX_SEED:
+                raise InputError(
+                    "seed_out_of_range", "Seed must be between 0 and {max}, or -1 for random.", max=MAX_SEED
+                )
+        if request.mode != "txt2img":
+            strength = _number(request.strength, float, "strength_out_of_range", "Strength")
+            if not 0.0 < strength <= 1.0:
+                raise InputError("strength_out_of_range", "Strength must be above 0 and at most 1.")
+        for side in ("width", "height"):
+            value = getattr(request, side)
+            if value is None:
+                continue
+            value = _number(value, int, "size_out_of_range", side.capitalize())
+            if value % 8 or not spec.min_size <= value <= spec.max_size:
+                raise InputError(
+                    "size_out_of_range",
+                    "Width and height must be multiples of 8 between {min} and {max} for this model.",
+                    min=spec.min_size,
+                    max=spec.max_size,
+                )
+        if request.mask is not None and request.image is None:
+            raise InputError("mask_without_image", "A mask needs a photo to paint into; add the photo.")
+        for name in ("image", "mask"):
+            value = getattr(request, name)
+            if value is not None and not isinstance(value, Image.Image):
+                raise InputError("not_an_image", "The {what} is not an image; use a PNG, JPEG or WebP file.", what=name)
+        if request.mask is not None and request.image is not None and request.mask.size != request.image.size:
+            raise InputError(
+                "mask_size_mismatch",
+                "The mask must be the same size as the photo ({width}x{height}); draw it on the same photo.",
+                width=request.image.width,
+                height=request.image.height,
+            )
+        return info
+
+    def _size(self, request: GenerationRequest, info: ModelInfo) -> tuple[int, int]:
+        spec = info.spec
+        if request.image is not None and (request.width is None or request.height is None):
+            width, height = request.image.size
+            scale = min(1.0, spec.max_size / max(width, height))
+            width = max(spec.min_size, int(width * scale) // 8 * 8)
+            height = max(spec.min_size, int(height * scale) // 8 * 8)
+            return int(request.width or width), int(request.height or height)
+        return int(request.width or spec.default_size), int(request.height or spec.default_size)
+
+    # -- generation -----------------------------------------------------------------------
+    def generate(
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> GenerationResult:
+        with self._lock:
+            info = self.validate(request)
+            if should_stop is not None and should_stop():
+                raise JobCancelled()
+            info = self.load(info.name)
+            spec = info.spec
+            mode = request.mode
+            pipe = self._pipeline(info, mode)
+            sampler = find_sampler(request.sampler or spec.default_sampler)
+            pipe.scheduler = make_scheduler(sampler, self._pipes["txt2img"].scheduler.config)
+
+            steps = int(request.num_inference_steps or spec.default_steps)
+            guidance = float(spec.default_guidance if request.guidance_scale is None else request.guidance_scale)
+            batch = int(request.batch_size)
+            seed = int(request.seed) if request.seed is not None and int(request.seed) >= 0 else secrets.randbits(32)
+            seeds = [(seed + i) % (MAX_SEED + 1) for i in range(batch)]
+            width, height = self._size(request, info)
+            generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+
+            kwargs: dict[str, Any] = {
+                "prompt": request.prompt,
+                "negative_prompt": request.negative_prompt or None,
+                "num_inference_steps": steps,
+                "guidance_scale": guidance,
+                "num_images_per_prompt": batch,
+                "generator": generators,
+                "width": width,
+                "height": height,
+                "output_type": "pil",
+            }
+            kwargs.update(self._mode_inputs(request, info, width, height))
+            if mode == "img2img" and info.variant != "inpaint":
+                # img2img pipelines take their size from the (already resized) image.
+                del kwargs["width"], kwargs["height"]
+
+            def on_step_end(pipe_: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+                if should_stop is not None and should_stop():
+                    raise JobCancelled()
+                if on_step is not None:
+                    total = int(getattr(pipe_, "_num_timesteps", None) or steps)
+                    preview = latents_to_preview(tensors["latents"], info.arch) if "latents" in tensors else None
+                    on_step(step + 1, total, preview)
+                return tensors
+
+            kwargs["callback_on_step_end"] = on_step_end
+            kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
+            with torch.inference_mode():
+                output = pipe(**kwargs)
+            return GenerationResult(
+                images=list(output.images),
+                seeds=seeds,
+                seed=seed,
+                model=info.name,
+                is_demo=info.is_demo,
+                sampler=sampler.name,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                width=width,
+                height=height,
+                mode=mode,
+                strength=None if mode == "txt2img" else float(request.strength),
+            )
+
+    def _mode_inputs(self, request: GenerationRequest, info: ModelInfo, width: int, height: int) -> dict[str, Any]:
+        mode = request.mode
+        image = request.image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS) if request.image else None
+        mask = request.mask.convert("L").resize((width, height), Image.Resampling.NEAREST) if request.mask else None
+        if info.variant == "inpaint":
+            # An inpainting model runs every mode as inpainting: txt2img = repaint everything of
+            # a blank canvas; img2img = repaint everything, starting from the photo.
+            if image is None:
+                image = Image.new("RGB", (width, height), (127, 127, 127))
+            if mask is None:
+                mask = Image.new("L", (width, height), 255)
+            strength = 1.0 if mode == "txt2img" else float(request.strength)
+            return {"image": image, "mask_image": mask, "strength": strength}
+        if mode == "img2img":
+            return {"image": image, "strength": float(request.strength)}
+        if mode == "inpaint":
+            return {"image": image, "mask_image": mask, "strength": float(request.strength)}
+        return {}

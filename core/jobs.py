@@ -1,0 +1,249 @@
+"""The job queue: first in, first out, one worker thread per engine (device).
+
+A job carries an ``owner`` that core treats as an opaque string; ``get`` and ``jobs_of`` only
+answer for the owner given. Two hooks let the caller keep inputs safe while a job waits:
+``prepare`` runs on the worker just before the job starts (e.g. decrypt an upload) and
+``on_end`` runs exactly once when the job ends in any way — done, failed, cancelled while
+running, or cancelled while waiting (e.g. destroy that upload).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from PIL import Image
+
+from core.engine import Engine, GenerationRequest, GenerationResult
+from core.errors import InputError, JobCancelled
+
+log = logging.getLogger("obscura.core")
+
+Prepare = Callable[[GenerationRequest], GenerationRequest]
+OnEnd = Callable[["Job"], None]
+
+
+class JobState(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ENDED = {JobState.DONE, JobState.FAILED, JobState.CANCELLED}
+
+
+class Job:
+    def __init__(
+        self, queue: JobQueue, request: GenerationRequest, owner: str, prepare: Prepare | None, on_end: OnEnd | None
+    ) -> None:
+        self.id = secrets.token_urlsafe(16)
+        self.owner = owner
+        self.request = request
+        self.state = JobState.QUEUED
+        self.step = 0
+        self.total_steps = 0
+        self.preview: Image.Image | None = None
+        self.result: GenerationResult | None = None
+        self.error: BaseException | None = None
+        self.created = time.monotonic()
+        self.ended_at: float | None = None
+        self._queue = queue
+        self._prepare = prepare
+        self._on_end = on_end
+        self._stop = threading.Event()
+        self._done = threading.Event()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def cancel(self) -> None:
+        """Waiting: removed at once. Running: stops at the end of the current step."""
+        self._stop.set()
+        self._queue._drop_if_waiting(self)
+
+    def skip(self) -> None:
+        """AUTOMATIC1111's "skip": with one image per job it is the same as cancel."""
+        self.cancel()
+
+    def wait(self, timeout: float | None = None) -> GenerationResult:
+        if not self._done.wait(timeout):
+            raise TimeoutError("the job is still running")
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+    def _progress(self, step: int, total: int, preview: Image.Image | None) -> None:
+        self.step, self.total_steps = step, total
+        if preview is not None:
+            self.preview = preview
+
+    def _end(self, state: JobState, error: BaseException | None = None) -> None:
+        self.state, self.error = state, error
+        self.ended_at = time.monotonic()
+        self.request.image = self.request.mask = None  # drop the decoded inputs now
+        try:
+            if self._on_end is not None:
+                self._on_end(self)
+        except Exception as exc:  # a cleanup hook must never kill the worker
+            log.error("job %s on_end hook failed: %s", self.id, type(exc).__name__)
+        finally:
+            self._done.set()
+
+
+class JobQueue:
+    """FIFO queue shared by all callers; finished jobs are kept ``keep_ended`` seconds."""
+
+    def __init__(self, engines: list[Engine], keep_ended: float = 600.0) -> None:
+        if not engines:
+            raise ValueError("JobQueue needs at least one engine")
+        self.engines = engines
+        self.keep_ended = keep_ended
+        self._waiting: deque[Job] = deque()
+        self._running: dict[int, Job] = {}
+        self._jobs: dict[str, Job] = {}
+        self._cv = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._closing = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        with self._cv:
+            if self._threads:
+                return
+            self._closing = False
+            for index, engine in enumerate(self.engines):
+                thread = threading.Thread(
+                    target=self._work, args=(index, engine), name=f"obscura-worker-{index}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Cancel everything and stop the workers (every job's on_end still runs)."""
+        with self._cv:
+            self._closing = True
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            for job in self._running.values():
+                job._stop.set()
+            self._cv.notify_all()
+        for job in waiting:
+            job._stop.set()
+            job._end(JobState.CANCELLED, JobCancelled())
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    # -- submitting and looking up --------------------------------------------------------
+    def submit(
+        self,
+        request: GenerationRequest,
+        owner: str,
+        *,
+        prepare: Prepare | None = None,
+        on_end: OnEnd | None = None,
+    ) -> Job:
+        """Check the request (InputError at once) and put it in line."""
+        self.engines[0].validate(request)
+        job = Job(self, request, str(owner), prepare, on_end)
+        with self._cv:
+            if self._closing:
+                raise InputError("shutting_down", "The server is shutting down; try again in a moment.")
+            self._prune()
+            self._jobs[job.id] = job
+            self._waiting.append(job)
+            self._cv.notify()
+        return job
+
+    def get(self, job_id: str, owner: str) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.owner != owner:
+            return None
+        return job
+
+    def jobs_of(self, owner: str) -> list[Job]:
+        return [job for job in list(self._jobs.values()) if job.owner == owner]
+
+    def forget(self, job: Job) -> None:
+        """Drop an ended job's result from memory now."""
+        if job.done:
+            self._jobs.pop(job.id, None)
+            job.result = None
+            job.preview = None
+
+    def position(self, job: Job) -> int:
+        with self._cv:
+            if job.state is JobState.RUNNING:
+                return 0
+            try:
+                return list(self._waiting).index(job) + 1
+            except ValueError:
+                return -1
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    # -- internals ---------------------------------------------------------------------
+    def _prune(self) -> None:
+        now = time.monotonic()
+        for job_id, job in list(self._jobs.items()):
+            if job.ended_at is not None and now - job.ended_at > self.keep_ended:
+                self.forget(job)
+                self._jobs.pop(job_id, None)
+
+    def _drop_if_waiting(self, job: Job) -> None:
+        with self._cv:
+            try:
+                self._waiting.remove(job)
+            except ValueError:
+                return
+        job._end(JobState.CANCELLED, JobCancelled())
+
+    def _work(self, index: int, engine: Engine) -> None:
+        while True:
+            with self._cv:
+                while not self._waiting and not self._closing:
+                    self._cv.wait()
+                if self._closing and not self._waiting:
+                    return
+                job = self._waiting.popleft()
+                job.state = JobState.RUNNING
+                self._running[index] = job
+            self._run(engine, job)
+            with self._cv:
+                self._running.pop(index, None)
+
+    def _run(self, engine: Engine, job: Job) -> None:
+        started = time.monotonic()
+        log.info("job %s started on %s", job.id, engine.device)
+        try:
+            if job.cancel_requested:
+                raise JobCancelled()
+            if job._prepare is not None:
+                job.request = job._prepare(job.request)
+            result = engine.generate(job.request, on_step=job._progress, should_stop=lambda: job.cancel_requested)
+        except JobCancelled as exc:
+            job._end(JobState.CANCELLED, exc)
+        except InputError as exc:
+            job._end(JobState.FAILED, exc)
+        except Exception as exc:  # the next job must still run
+            log.error("job %s failed: %s", job.id, type(exc).__name__)
+            job._end(JobState.FAILED, RuntimeError("The job failed inside the engine; it was not your input."))
+        else:
+            job.result = result
+            job._end(JobState.DONE)
+        log.info("job %s ended: %s in %.1f s", job.id, job.state.value, time.monotonic() - started)

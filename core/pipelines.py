@@ -1,0 +1,132 @@
+"""Loading a model into diffusers pipelines, from local files only.
+
+One base pipeline per model; the image-to-image and inpainting pipelines are derived from it with
+``from_pipe``, which shares the same weights (no second copy in memory). Single-file checkpoints
+are built with the config folders shipped in ``core/configs`` and the locally built CLIP
+tokenizer, so diffusers never needs the Hub.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.devices import DevicePlan
+from core.errors import ModelError
+from core.registry import ModelInfo
+
+log = logging.getLogger("obscura.core")
+
+_BASE_CLASSES = {
+    ("sd", "base"): "StableDiffusionPipeline",
+    ("sd", "inpaint"): "StableDiffusionInpaintPipeline",
+    ("sdxl", "base"): "StableDiffusionXLPipeline",
+    ("sdxl", "inpaint"): "StableDiffusionXLInpaintPipeline",
+}
+_DERIVED_CLASSES = {
+    ("sd", "img2img"): "StableDiffusionImg2ImgPipeline",
+    ("sd", "inpaint"): "StableDiffusionInpaintPipeline",
+    ("sdxl", "img2img"): "StableDiffusionXLImg2ImgPipeline",
+    ("sdxl", "inpaint"): "StableDiffusionXLInpaintPipeline",
+}
+LOAD_FAILED = (
+    "The model could not be loaded: the file is damaged or is not the architecture it claims; "
+    "download it again or pick another model."
+)
+
+
+def _family(info: ModelInfo) -> str:
+    return "sdxl" if info.arch == "sdxl" else "sd"
+
+
+def _config_folder(info: ModelInfo) -> Path:
+    variant = "inpaint" if info.variant == "inpaint" else "base"
+    return Path(str(resources.files("core.configs").joinpath(f"{info.arch}-{variant}")))
+
+
+def estimate_bytes(info: ModelInfo, dtype: torch.dtype) -> int:
+    """Approximate memory of the loaded weights (file size, scaled to the run dtype)."""
+    files = [info.path] if info.path.is_file() else list(info.path.rglob("*.safetensors"))
+    stored = sum(f.stat().st_size for f in files)
+    per_param = torch.finfo(dtype).bits // 8
+    return int(stored * per_param / 4) if per_param < 4 else stored
+
+
+def _quiet_libraries() -> None:
+    """diffusers/transformers chatter (progress bars, dtype notes) is not for the owner's log."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def load_base_pipeline(info: ModelInfo, dtype: torch.dtype) -> Any:
+    import diffusers
+
+    _quiet_libraries()
+
+    family = _family(info)
+    variant = "inpaint" if info.variant == "inpaint" else "base"
+    cls = getattr(diffusers, _BASE_CLASSES[(family, variant)])
+    try:
+        if info.format == "diffusers":
+            extra: dict[str, Any] = {}
+            if family == "sd":
+                extra = {"safety_checker": None, "requires_safety_checker": False}
+            pipe = cls.from_pretrained(
+                str(info.path), torch_dtype=dtype, local_files_only=True, use_safetensors=True, **extra
+            )
+        else:
+            from core.tokenizer import clip_tokenizer
+
+            extra = {"tokenizer": clip_tokenizer("!" if info.arch == "sd2" else "<|endoftext|>")}
+            if family == "sdxl":
+                extra["tokenizer_2"] = clip_tokenizer("!")
+            else:
+                extra.update(safety_checker=None, requires_safety_checker=False)
+            pipe = cls.from_single_file(
+                str(info.path),
+                config=str(_config_folder(info)),
+                local_files_only=True,
+                torch_dtype=dtype,
+                **extra,
+            )
+    except ModelError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        log.warning("model load failed: %s", type(exc).__name__)
+        raise ModelError("model_load_failed", LOAD_FAILED) from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def derive_pipeline(base: Any, info: ModelInfo, mode: str) -> Any:
+    """The pipeline for ``mode`` sharing the base pipeline's weights."""
+    if mode == "txt2img" or info.variant == "inpaint":
+        return base
+    import diffusers
+
+    cls = getattr(diffusers, _DERIVED_CLASSES[(_family(info), mode)])
+    pipe = cls.from_pipe(base)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def place(pipe: Any, plan: DevicePlan) -> None:
+    """Move a pipeline onto its device according to the memory plan."""
+    if plan.memory_mode == "model-offload":
+        pipe.enable_model_cpu_offload(device=plan.device)
+    elif plan.memory_mode == "sequential-offload":
+        pipe.enable_sequential_cpu_offload(device=plan.device)
+    else:
+        pipe.to(plan.device)
+    if plan.attention_slicing:
+        pipe.enable_attention_slicing()
+    if plan.vae_tiling and hasattr(pipe, "vae"):
+        pipe.vae.enable_tiling()

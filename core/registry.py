@@ -1,0 +1,294 @@
+"""The model registry: what models are in the models folder, and which ones are refused.
+
+Two formats are accepted, both local only:
+- a diffusers folder (has ``model_index.json``) whose weights are all ``.safetensors``;
+- a single ``.safetensors`` checkpoint, whose architecture is read from its tensor names.
+
+Pickle formats (``.ckpt``, ``.pt``, ``.pth``, ``.bin``, ``.pkl``) are refused and never opened:
+unpickling runs whatever code the file carries. Only the safetensors header (JSON) is read here;
+no weights are loaded until a job needs the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import InputError, ModelError
+
+log = logging.getLogger("obscura.core")
+
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
+CONVERT_HINT = (
+    "convert it to .safetensors on a machine you trust (see docs/models.md) or download the "
+    ".safetensors version"
+)
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Size limits and defaults for one architecture."""
+
+    default_size: int
+    min_size: int
+    max_size: int
+    default_steps: int
+    default_guidance: float
+    default_sampler: str
+
+
+ARCH_SPECS: dict[str, ArchSpec] = {
+    "sd1": ArchSpec(512, 64, 2048, 25, 7.0, "DPM++ 2M Karras"),
+    "sd2": ArchSpec(768, 64, 2048, 25, 7.0, "DPM++ 2M Karras"),
+    "sdxl": ArchSpec(1024, 64, 2048, 30, 6.0, "DPM++ 2M Karras"),
+}
+TURBO_SPEC = ArchSpec(512, 64, 1024, 4, 0.0, "Euler a")
+DEMO_SPEC = ArchSpec(256, 64, 512, 8, 5.0, "Euler a")
+ARCH_TITLES = {"sd1": "Stable Diffusion 1.x", "sd2": "Stable Diffusion 2.x", "sdxl": "SDXL"}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    path: Path
+    arch: str  # sd1 | sd2 | sdxl
+    variant: str  # base | inpaint | turbo
+    format: str  # diffusers | single-file
+    is_demo: bool = False
+
+    @property
+    def spec(self) -> ArchSpec:
+        if self.is_demo:
+            return DEMO_SPEC
+        if self.variant == "turbo":
+            return TURBO_SPEC
+        return ARCH_SPECS[self.arch]
+
+    @property
+    def label(self) -> str:
+        if self.is_demo:
+            return f"{self.name} (demo: random weights, draws noise; see docs/models.md)"
+        kind = {"inpaint": " inpainting", "turbo": " Turbo"}.get(self.variant, "")
+        return f"{self.name} ({ARCH_TITLES[self.arch]}{kind})"
+
+
+@dataclass(frozen=True)
+class RefusedModel:
+    name: str
+    reason: str
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file, after checking the file is complete."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise ModelError("model_truncated", "The model file is empty or truncated; download it again.")
+        (length,) = struct.unpack("<Q", prefix)
+        if length <= 0 or length > MAX_HEADER_BYTES or 8 + length > size:
+            raise ModelError(
+                "model_corrupt", "The model file is not a valid safetensors file; download it again."
+            )
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ModelError(
+                "model_corrupt", "The model file is not a valid safetensors file; download it again."
+            ) from None
+    if not isinstance(header, dict):
+        raise ModelError("model_corrupt", "The model file is not a valid safetensors file; download it again.")
+    end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            end = max(end, int(entry["data_offsets"][1]))
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise ModelError(
+                "model_corrupt", "The model file is not a valid safetensors file; download it again."
+            ) from None
+    if 8 + length + end > size:
+        raise ModelError("model_truncated", "The model file is truncated (incomplete download); download it again.")
+    return header
+
+
+def _shape(header: dict[str, Any], key: str) -> list[int] | None:
+    entry = header.get(key)
+    return list(entry["shape"]) if isinstance(entry, dict) and "shape" in entry else None
+
+
+def detect_checkpoint(header: dict[str, Any], name: str) -> tuple[str, str]:
+    """(arch, variant) of an original-format (LDM) Stable Diffusion checkpoint from its tensor names."""
+    first_conv = _shape(header, "model.diffusion_model.input_blocks.0.0.weight")
+    if first_conv is None:
+        raise ModelError(
+            "unknown_arch",
+            "This file is not a Stable Diffusion 1.x, 2.x or SDXL checkpoint (no UNet found); "
+            "see docs/models.md for the supported models.",
+        )
+    inpaint = len(first_conv) > 1 and first_conv[1] == 9
+    if "conditioner.embedders.1.model.ln_final.weight" in header:
+        if "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight" not in header:
+            raise ModelError(
+                "unknown_arch",
+                "SDXL refiner checkpoints are not supported; use an SDXL base model (see docs/models.md).",
+            )
+        arch = "sdxl"
+    elif "cond_stage_model.model.ln_final.weight" in header:
+        arch = "sd2"
+    elif any(k.startswith("cond_stage_model.transformer.") for k in header):
+        arch = "sd1"
+    else:
+        raise ModelError(
+            "unknown_arch",
+            "This checkpoint's architecture is not supported (not SD 1.x, 2.x or SDXL); "
+            "see docs/models.md.",
+        )
+    variant = "inpaint" if inpaint else ("turbo" if arch == "sdxl" and "turbo" in name.lower() else "base")
+    return arch, variant
+
+
+def detect_diffusers_folder(folder: Path) -> tuple[str, str]:
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        class_name = str(index.get("_class_name", ""))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        raise ModelError(
+            "model_corrupt", "The model folder's model_index.json is unreadable; download the model again."
+        ) from None
+    if class_name.startswith("StableDiffusionXL"):
+        arch = "sdxl"
+    elif class_name.startswith("StableDiffusion") and not class_name.startswith("StableDiffusion3"):
+        try:
+            text = json.loads((folder / "text_encoder" / "config.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            raise ModelError(
+                "model_corrupt", "The model folder has no readable text_encoder/config.json; download it again."
+            ) from None
+        arch = "sd2" if int(text.get("hidden_size", 768)) == 1024 else "sd1"
+    else:
+        raise ModelError(
+            "unknown_arch",
+            "This model's pipeline type is not supported (only Stable Diffusion 1.x, 2.x and SDXL); "
+            "see docs/models.md.",
+        )
+    in_channels = 4
+    try:
+        in_channels = int(json.loads((folder / "unet" / "config.json").read_text("utf-8")).get("in_channels", 4))
+    except (OSError, json.JSONDecodeError, ValueError):
+        raise ModelError(
+            "model_corrupt", "The model folder has no readable unet/config.json; download it again."
+        ) from None
+    if "Inpaint" in class_name or in_channels == 9:
+        variant = "inpaint"
+    elif arch == "sdxl" and "turbo" in folder.name.lower():
+        variant = "turbo"
+    else:
+        variant = "base"
+    pickles = sorted(p for p in folder.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelError(
+            "pickle_refused",
+            "This model folder holds pickle weight files (.bin/.ckpt/.pt), which can run code when "
+            "opened, so Obscura refuses them; keep only the .safetensors weights or "
+            + CONVERT_HINT
+            + ".",
+        )
+    weights = [p for p in folder.rglob("*.safetensors")]
+    if not weights:
+        raise ModelError("model_no_weights", "This model folder has no .safetensors weights; download them.")
+    for weight in weights:
+        read_safetensors_header(weight)
+    return arch, variant
+
+
+class ModelRegistry:
+    """Scans one models folder; ``models`` are usable, ``refused`` say why the rest are not."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = Path(models_dir)
+        self.models: list[ModelInfo] = []
+        self.refused: list[RefusedModel] = []
+        self.scan()
+
+    def scan(self) -> list[ModelInfo]:
+        models: list[ModelInfo] = []
+        refused: list[RefusedModel] = []
+        entries = sorted(self.models_dir.iterdir()) if self.models_dir.is_dir() else []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                info = self._inspect(entry)
+            except ModelError as err:
+                refused.append(RefusedModel(entry.name, err.message))
+                log.info("model refused: %s", err.code)
+                continue
+            if info is not None:
+                models.append(info)
+        self.models, self.refused = models, refused
+        return models
+
+    def _inspect(self, entry: Path) -> ModelInfo | None:
+        from core.demo import DEMO_MARKER
+
+        if entry.is_dir():
+            if not (entry / "model_index.json").is_file():
+                return None
+            arch, variant = detect_diffusers_folder(entry)
+            is_demo = (entry / DEMO_MARKER).is_file()
+            return ModelInfo(entry.name, entry, arch, variant, "diffusers", is_demo)
+        suffix = entry.suffix.lower()
+        if suffix in PICKLE_SUFFIXES:
+            raise ModelError(
+                "pickle_refused",
+                "Pickle checkpoints (.ckpt/.pt/.pth/.bin) can run code when opened, so Obscura "
+                "refuses them; " + CONVERT_HINT + ".",
+            )
+        if suffix != ".safetensors":
+            return None
+        header = read_safetensors_header(entry)
+        arch, variant = detect_checkpoint(header, entry.stem)
+        return ModelInfo(entry.stem, entry, arch, variant, "single-file")
+
+    def get(self, name: str) -> ModelInfo:
+        for info in self.models:
+            if info.name == name:
+                return info
+        for refused in self.refused:
+            if refused.name == name or Path(refused.name).stem == name:
+                raise InputError("model_refused", "That model cannot be used: {reason}", reason=refused.reason)
+        raise InputError(
+            "unknown_model",
+            "Unknown model; installed models are: {names}.",
+            names=", ".join(m.name for m in self.models) or "none",
+        )
+
+    def default(self) -> ModelInfo:
+        if not self.models:
+            raise InputError(
+                "no_models",
+                "No usable model is installed; put one in the models folder (see docs/models.md) "
+                "or run `obscura demo-model`.",
+            )
+        real = [m for m in self.models if not m.is_demo]
+        return (real or self.models)[0]
+
+
+def ensure_demo_model(models_dir: Path) -> ModelInfo | None:
+    """Build the tiny demo model when the models folder holds no usable model; None otherwise."""
+    from core.demo import DEMO_NAME, save_demo_model
+
+    registry = ModelRegistry(models_dir)
+    if registry.models:
+        return None
+    Path(models_dir).mkdir(parents=True, exist_ok=True)
+    save_demo_model(Path(models_dir) / DEMO_NAME["sd"], arch="sd")
+    registry.scan()
+    return registry.get(DEMO_NAME["sd"])
