@@ -106,6 +106,8 @@ def error_text(err: BaseException, lang: str = DEFAULT_LANGUAGE) -> str:
     """
     code = getattr(err, "code", None)
     params = dict(getattr(err, "params", None) or {})
+    if getattr(err, "retry_after", None) is not None:
+        params["seconds"] = err.retry_after  # type: ignore[attr-defined]
     if code:
         template = catalogue(lang)["errors"].get(code)
         if template is not None:
