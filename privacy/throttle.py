@@ -10,7 +10,9 @@ Rules (NIST SP 800-63B, section 5.2.2, "rate limiting"):
 
 Counters are kept per username and per client (an IP address, or whatever the web layer passes).
 Neither is stored: each is replaced by an HMAC-SHA256 under a random key that lives only in
-memory and is replaced every UTC day. Nothing is written to disk; a restart forgets everything.
+memory and is replaced every UTC day. Yesterday's key is kept for a day so that counts survive
+midnight; an older key is kept only while an account counted under it is still locked. Nothing is
+written to disk; a restart forgets everything (the back-off then starts again from zero).
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class LoginThrottle:
         self._previous_key = b""
         self._counters: dict[bytes, _Counter] = {}
         self._previous: dict[bytes, _Counter] = {}
+        # Older keys kept only for the locked accounts counted under them.
+        self._locked: dict[bytes, dict[bytes, _Counter]] = {}
 
     # -- the three calls a login makes ------------------------------------------------------
 
@@ -172,6 +176,10 @@ class LoginThrottle:
             counter = self._previous.pop(self._name(self._previous_key, kind, value), None)
             if counter is not None:
                 self._counters[name] = counter
+        if counter is None and self._locked:
+            counter = self._pop_locked(kind, value)
+            if counter is not None:
+                self._counters[name] = counter
         if counter is None and create:
             if len(self._counters) >= self._max_entries:
                 self._evict()
@@ -183,16 +191,34 @@ class LoginThrottle:
         self._counters.pop(self._name(self._key, kind, value), None)
         if self._previous:
             self._previous.pop(self._name(self._previous_key, kind, value), None)
+        if self._locked:
+            self._pop_locked(kind, value)
+
+    def _pop_locked(self, kind: bytes, value: str) -> _Counter | None:
+        for key, table in list(self._locked.items()):
+            counter = table.pop(self._name(key, kind, value), None)
+            if not table:
+                del self._locked[key]
+            if counter is not None:
+                return counter
+        return None
 
     def _rotate_if_new_day(self, now: float) -> None:
         day = int(now // 86400)
         if day == self._day:
             return
-        # Keep one previous key so counts survive midnight; anything older is dropped.
+        # Keep one previous key so counts survive midnight; anything older is dropped, except
+        # locked accounts: they stay locked until an administrator resets the password.
+        dropped = [(self._previous_key, self._previous)]
         if day == self._day + 1:
             self._previous_key, self._previous = self._key, self._counters
         else:
+            dropped.append((self._key, self._counters))
             self._previous_key, self._previous = b"", {}
+        for key, table in dropped:
+            locked = {name: c for name, c in table.items() if c.failures >= self._lock_after}
+            if locked:
+                self._locked[key] = locked
         self._key = os.urandom(32)
         self._counters = {}
         self._day = day

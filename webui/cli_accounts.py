@@ -1,0 +1,261 @@
+"""``obscura user``, ``obscura invite`` and ``obscura token``: accounts from the command line.
+
+Whoever can run these commands can read the data directory, so they need no login: they are
+the administrator's tools (docs/accounts.md). Secrets (invite codes, API tokens) are printed once
+and never again; passwords are read from a hidden prompt or, for scripts, from standard input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from core.errors import InputError
+from privacy.accounts import Accounts, check_username
+from privacy.errors import PrivacyError
+from privacy.gallery import Gallery
+from privacy.passwords import check_policy
+from webui.config import load_settings
+
+
+def _data_dir_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--data-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="Obscura's data directory (default: from obscura.toml / OBSCURA_DATA_DIR).",
+    )(command)
+
+
+def _password_stdin_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--password-stdin",
+        is_flag=True,
+        help="Read the password from the first line of standard input instead of a prompt.",
+    )(command)
+
+
+@contextmanager
+def _accounts(data_dir: Path | None) -> Iterator[tuple[Accounts, Path]]:
+    """Open the accounts store; every refusal becomes a one-sentence error and exit code 1."""
+    try:
+        root = load_settings({"data_dir": data_dir}).data_dir
+        accounts = Accounts.in_data_dir(root)
+    except (PrivacyError, InputError) as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        yield accounts, root
+    except (PrivacyError, InputError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        accounts.close()
+
+
+def _read_password(from_stdin: bool, prompt: str = "Password", *, confirm: bool = True) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise click.ClickException("No password was given on standard input.")
+        return line.rstrip("\r\n")
+    return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
+
+
+def _remove_gallery(root: Path, user_id: str) -> int:
+    return Gallery(root / "gallery").delete_owner(user_id)
+
+
+# -- obscura user ------------------------------------------------------------------------------
+
+
+@click.group()
+def user() -> None:
+    """Accounts: add, list, delete, reset passwords.
+
+    An account holds a username and secrets only: never an e-mail address, phone number or
+    real name. Usernames are 3 to 32 of a-z, 0-9, '_' and '-'.
+    """
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="Make an administrator (default: a member).")
+@_password_stdin_option
+@_data_dir_option
+def user_add(name: str, admin: bool, password_stdin: bool, data_dir: Path | None) -> None:
+    """Create the account NAME with a fresh gallery key (asks for the password twice)."""
+    with _accounts(data_dir) as (accounts, _):
+        check_username(name)  # refuse a bad name before asking for a password
+        password = _read_password(password_stdin)
+        check_policy(password)
+        role = "admin" if admin else "member"
+        user_id = accounts.create_user(name, password, role=role)
+    click.echo(f"Created the {role} account (id {user_id}).")
+
+
+@user.command("list")
+@_data_dir_option
+def user_list(data_dir: Path | None) -> None:
+    """List every account: username, role, day created and pseudonymous id."""
+    with _accounts(data_dir) as (accounts, _):
+        users = accounts.list_users()
+    if not users:
+        click.echo("No accounts yet: Obscura runs in personal mode (loopback only, no login).")
+        return
+    width = max(len("USERNAME"), *(len(u.username) for u in users))
+    click.echo(f"{'USERNAME':<{width}}  {'ROLE':<6}  {'CREATED':<10}  ID")
+    for u in users:
+        click.echo(f"{u.username:<{width}}  {u.role:<6}  {u.created_day:<10}  {u.id}")
+
+
+@user.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_data_dir_option
+def user_delete(name: str, yes: bool, data_dir: Path | None) -> None:
+    """Delete the account NAME and every picture in its gallery. This cannot be undone.
+
+    The account's wrapped private key is destroyed first, so every picture becomes unreadable
+    at once; then the gallery files, API tokens and sessions are removed.
+    """
+    with _accounts(data_dir) as (accounts, root):
+        user_id = accounts.user_id_for(name)
+        if not yes:
+            click.confirm(
+                "Delete this account and every picture in it? This cannot be undone",
+                abort=True,
+            )
+        accounts.delete_user(user_id)
+        pictures = _remove_gallery(root, user_id)
+    click.echo(f"Deleted the account and {pictures} picture(s); its key was destroyed first.")
+
+
+@user.command("passwd")
+@click.argument("name")
+@click.option(
+    "--keep-gallery",
+    is_flag=True,
+    help="Also ask for the current password, so the gallery stays readable.",
+)
+@_password_stdin_option
+@_data_dir_option
+def user_passwd(name: str, keep_gallery: bool, password_stdin: bool, data_dir: Path | None) -> None:
+    """Set a new password for NAME (also lifts a lock after too many wrong passwords).
+
+    Without --keep-gallery this is an administrator's reset: nobody knows the old password, so
+    nobody can unlock the old gallery key. A new key pair is made and the account's earlier
+    pictures, now unreadable by anyone, are removed. That is the point: an administrator can
+    let someone back in but can never open their pictures.
+
+    With --password-stdin and --keep-gallery, the first line is the current password and the
+    second the new one.
+    """
+    with _accounts(data_dir) as (accounts, root):
+        user_id = accounts.user_id_for(name)
+        old = (
+            _read_password(password_stdin, "Current password", confirm=False)
+            if keep_gallery
+            else None
+        )
+        new = _read_password(password_stdin, "New password")
+        change = accounts.set_password(user_id, new, old=old)
+        removed = 0 if change.kept_gallery else _remove_gallery(root, user_id)
+    if change.kept_gallery:
+        click.echo("Password changed; the gallery is kept.")
+    else:
+        click.echo(
+            "Password reset. The account has a new gallery key; its earlier "
+            f"{removed} picture(s) could no longer be opened by anyone and were removed."
+        )
+
+
+# -- obscura invite ----------------------------------------------------------------------------
+
+
+@click.group()
+def invite() -> None:
+    """One-time invite codes for new members."""
+
+
+@invite.command("create")
+@click.option("--admin", is_flag=True, help="The new account will be an administrator.")
+@click.option(
+    "--ttl-hours",
+    type=click.IntRange(1, 24 * 30),
+    default=72,
+    show_default=True,
+    help="How long the code works.",
+)
+@_data_dir_option
+def invite_create(admin: bool, ttl_hours: int, data_dir: Path | None) -> None:
+    """Make a one-time invite code and print it (once: only its hash is kept)."""
+    with _accounts(data_dir) as (accounts, _):
+        code = accounts.create_invite("admin" if admin else "member", None, ttl_hours * 3600)
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(hours=ttl_hours)
+    click.echo(code)
+    click.echo(
+        f"Give this code to the new {'administrator' if admin else 'member'}; it works once, "
+        f"until {until:%Y-%m-%d %H:%M} UTC. It is not shown again.",
+        err=True,
+    )
+
+
+# -- obscura token -----------------------------------------------------------------------------
+
+
+@click.group()
+def token() -> None:
+    """Named API tokens for scripts and tools (the /sdapi/v1 API)."""
+
+
+@token.command("create")
+@click.argument("username")
+@click.option("--name", "token_name", required=True, help="A label, e.g. krita or laptop.")
+@_data_dir_option
+def token_create(username: str, token_name: str, data_dir: Path | None) -> None:
+    """Make an API token for USERNAME and print it (once: only its SHA-256 is kept)."""
+    with _accounts(data_dir) as (accounts, _):
+        secret = accounts.create_token(accounts.user_id_for(username), token_name)
+    click.echo(secret)
+    click.echo(
+        "Keep this token safe; it is not shown again. Send it as 'Authorization: Bearer …'.",
+        err=True,
+    )
+
+
+@token.command("revoke")
+@click.argument("username")
+@click.option("--name", "token_name", required=True, help="The token's label.")
+@_data_dir_option
+def token_revoke(username: str, token_name: str, data_dir: Path | None) -> None:
+    """Revoke USERNAME's token called --name; it stops working at once."""
+    with _accounts(data_dir) as (accounts, _):
+        accounts.revoke_token(accounts.user_id_for(username), token_name)
+    click.echo("Token revoked.")
+
+
+@token.command("list")
+@click.argument("username")
+@_data_dir_option
+def token_list(username: str, data_dir: Path | None) -> None:
+    """List USERNAME's tokens: name, day made, day last used (never the token itself)."""
+    with _accounts(data_dir) as (accounts, _):
+        tokens = accounts.list_tokens(accounts.user_id_for(username))
+    if not tokens:
+        click.echo("No API tokens.")
+        return
+    width = max(len("NAME"), *(len(t.name) for t in tokens))
+    click.echo(f"{'NAME':<{width}}  {'CREATED':<10}  LAST USED")
+    for t in tokens:
+        click.echo(f"{t.name:<{width}}  {t.created_day:<10}  {t.last_used_day or 'never'}")
+
+
+def register(group: click.Group) -> None:
+    """Add ``user``, ``invite`` and ``token`` to the ``obscura`` command."""
+    for command in (user, invite, token):
+        group.add_command(command)
