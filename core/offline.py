@@ -32,9 +32,15 @@ PRIVACY_ENV: dict[str, str] = {
 }
 
 
+# Not privacy, just quiet: library chatter goes to stderr unless the owner asks for it.
+QUIET_ENV: dict[str, str] = {"TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error"}
+
+
 def apply() -> None:
     """Force every privacy switch in this process's environment (idempotent)."""
     os.environ.update(PRIVACY_ENV)
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)
 
 
 apply()

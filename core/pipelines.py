@@ -80,7 +80,7 @@ def load_base_pipeline(info: ModelInfo, dtype: torch.dtype) -> Any:
             if family == "sd":
                 extra = {"safety_checker": None, "requires_safety_checker": False}
             pipe = cls.from_pretrained(
-                str(info.path), torch_dtype=dtype, local_files_only=True, use_safetensors=True, **extra
+                str(info.path), dtype=dtype, local_files_only=True, use_safetensors=True, **extra
             )
         else:
             from core.tokenizer import clip_tokenizer
@@ -94,7 +94,7 @@ def load_base_pipeline(info: ModelInfo, dtype: torch.dtype) -> Any:
                 str(info.path),
                 config=str(_config_folder(info)),
                 local_files_only=True,
-                torch_dtype=dtype,
+                dtype=dtype,
                 **extra,
             )
     except ModelError:

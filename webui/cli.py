@@ -23,6 +23,14 @@ def main() -> None:
 
 # Subcommands are registered below, one line per module.
 # -- engine (core) --
+from webui.cli_engine import demo_model, generate, models  # noqa: E402
+
+main.add_command(generate)
+main.add_command(demo_model)
+main.add_command(models)
 # -- accounts (privacy) --
 # -- audit (privacy) --
+from webui.cli_audit import audit  # noqa: E402
+
+main.add_command(audit)
 # -- server (webui) --

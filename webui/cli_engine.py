@@ -1,0 +1,211 @@
+"""Engine commands: ``obscura generate``, ``obscura demo-model``, ``obscura models``.
+
+Headless and offline. Input photos and masks are scrubbed (metadata dropped, orientation applied)
+before the engine sees them; output files carry only the AI-generated label unless
+``--embed-parameters`` is given.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from core.errors import InputError
+from privacy.errors import PrivacyError
+
+FORMATS = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def _settings(data_dir: Path | None, models_dir: Path | None):  # -> Settings
+    from webui.config import load_settings
+
+    try:
+        return load_settings({"data_dir": data_dir, "models_dir": models_dir})
+    except InputError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def data_dir_option(func):  # type: ignore[no-untyped-def]
+    func = click.option(
+        "--models-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Folder of local models (default: <data-dir>/models).",
+    )(func)
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Obscura's data folder (default: $OBSCURA_DATA_DIR or ~/.local/share/obscura).",
+    )(func)
+
+
+def _read_upload(path: Path, *, mask: bool):  # -> PIL.Image.Image
+    from privacy.scrub import scrub, scrub_mask
+
+    data = path.read_bytes()
+    return scrub_mask(data) if mask else scrub(data)
+
+
+def _parameters_text(result, prompt: str, negative: str) -> str:  # type: ignore[no-untyped-def]
+    text = prompt
+    if negative:
+        text += f"\nNegative prompt: {negative}"
+    text += (
+        f"\nSteps: {result.num_inference_steps}, Sampler: {result.sampler}, CFG scale: {result.guidance_scale:g}, "
+        f"Seed: {result.seed}, Size: {result.width}x{result.height}, Model: {result.model}"
+    )
+    return text
+
+
+@click.command()
+@click.option("--prompt", required=True, help="What to paint. Use '-' to read it from standard input (keeps it out of shell history).")
+@click.option("--negative-prompt", default="", show_default=False, help="What to avoid.")
+@click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Start from this photo (image to image).")
+@click.option("--mask", "mask_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Repaint only the white area of this mask (inpainting; needs --image, same size).")
+@click.option("--strength", type=float, default=0.75, show_default=True, help="How much to change the photo: 0 keeps it, 1 ignores it.")
+@click.option("--model", default=None, help="Model name (see `obscura models`); default: the first real model, else the demo.")
+@click.option("--steps", "num_inference_steps", type=int, default=None, help="Denoising steps (1-150; default per model).")
+@click.option("--guidance", "guidance_scale", type=float, default=None, help="Guidance scale, how closely to follow the prompt (0-30; default per model).")
+@click.option("--seed", type=int, default=None, help="Seed for a repeatable picture; random when absent (always printed).")
+@click.option("--width", type=int, default=None, help="Width in pixels, a multiple of 8 (default per model, or the photo's).")
+@click.option("--height", type=int, default=None, help="Height in pixels, a multiple of 8.")
+@click.option("--sampler", default=None, help="Sampler, e.g. 'Euler a', 'DPM++ 2M Karras', 'DDIM', 'UniPC', 'LCM' (see `obscura models --samplers`).")
+@click.option("--batch", "batch_size", type=int, default=1, show_default=True, help="Pictures to make (seeds seed, seed+1, ...).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output file (.png, .webp or .jpg); a batch adds -1, -2, ... to the name.")
+@click.option("--embed-parameters", is_flag=True, help="Write the prompt and settings into the file (off by default: outputs carry only the AI-generated label).")
+@click.option("--device", default=None, help="auto, cpu, mps, cuda or cuda:N (default: auto).")
+@click.option("--dtype", default=None, help="auto, float32, float16 or bfloat16 (default: auto).")
+@click.option("--memory-mode", default=None, help="auto, none, model-offload or sequential-offload (default: auto).")
+@data_dir_option
+def generate(
+    prompt: str,
+    negative_prompt: str,
+    image_path: Path | None,
+    mask_path: Path | None,
+    strength: float,
+    model: str | None,
+    num_inference_steps: int | None,
+    guidance_scale: float | None,
+    seed: int | None,
+    width: int | None,
+    height: int | None,
+    sampler: str | None,
+    batch_size: int,
+    out_path: Path,
+    embed_parameters: bool,
+    device: str | None,
+    dtype: str | None,
+    memory_mode: str | None,
+    data_dir: Path | None,
+    models_dir: Path | None,
+) -> None:
+    """Paint a picture from text, from a photo (--image), or into a masked area (--mask).
+
+    Runs offline on this machine with a local model. Examples:
+
+    \b
+      obscura generate --prompt "a lighthouse at dusk, watercolour" --out out.png
+      obscura generate --prompt "anime portrait" --image me.jpg --strength 0.6 --out anime.png
+      obscura generate --prompt "a red scarf" --image me.jpg --mask scarf.png --out scarf.png
+    """
+    from core.engine import Engine, GenerationRequest
+    from core.registry import ModelRegistry
+    from privacy.output import encode_picture
+
+    fmt = FORMATS.get(out_path.suffix.lower())
+    if fmt is None:
+        raise click.ClickException("The output file must end in .png, .webp or .jpg.")
+    if prompt == "-":
+        prompt = sys.stdin.read().strip()
+    if mask_path is not None and image_path is None:
+        raise click.ClickException("A mask needs a photo to paint into; add --image.")
+    settings = _settings(data_dir, models_dir)
+    try:
+        image = _read_upload(image_path, mask=False) if image_path else None
+        mask = _read_upload(mask_path, mask=True) if mask_path else None
+        registry = ModelRegistry(settings.models_path)
+        engine = Engine(
+            registry,
+            device=device or settings.device,
+            dtype=dtype or settings.dtype,
+            memory_mode=memory_mode or settings.memory_mode,
+            default_model=settings.default_model,
+        )
+        request = GenerationRequest(
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            image=image,
+            mask=mask,
+            strength=strength,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            width=width,
+            height=height,
+            batch_size=batch_size,
+            seed=seed,
+            sampler=sampler,
+            model=model,
+        )
+        info = engine.validate(request)
+        if info.is_demo:
+            click.echo(f"Note: {info.label}", err=True)
+        result = engine.generate(request)
+    except (InputError, PrivacyError) as err:
+        raise click.ClickException(str(err)) from None
+    parameters = _parameters_text(result, prompt, negative_prompt) if embed_parameters else None
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    for index, picture in enumerate(result.images):
+        target = out_path if index == 0 else out_path.with_name(f"{out_path.stem}-{index}{out_path.suffix}")
+        data = encode_picture(picture, fmt, photo_based=result.mode != "txt2img", parameters=parameters)  # type: ignore[arg-type]
+        target.write_bytes(data)
+        click.echo(f"{target}  (seed {result.seeds[index]}, {result.width}x{result.height}, {result.sampler}, {result.model})")
+
+
+@click.command("demo-model")
+@click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--arch", type=click.Choice(["sd", "sdxl"]), default="sd", show_default=True, help="Architecture of the tiny model.")
+@click.option("--if-missing", is_flag=True, help="Do nothing when the models folder already holds a usable model.")
+@data_dir_option
+def demo_model(folder: Path | None, arch: str, if_missing: bool, data_dir: Path | None, models_dir: Path | None) -> None:
+    """Build the tiny random-weight demo model (draws noise) as a diffusers folder.
+
+    FOLDER defaults to <models-dir>/demo-tiny-sd (or demo-tiny-sdxl). No download: the weights
+    are random and the tokenizer is made locally. To paint real pictures, add a real model; see
+    docs/models.md.
+    """
+    from core.demo import DEMO_NAME, save_demo_model
+    from core.registry import ModelRegistry
+
+    settings = _settings(data_dir, models_dir)
+    if if_missing and ModelRegistry(settings.models_path).models:
+        click.echo(f"A model is already installed in {settings.models_path}; nothing to do.")
+        return
+    target = folder or settings.models_path / DEMO_NAME[arch]
+    if target.exists() and any(target.iterdir()):
+        raise click.ClickException("That folder is not empty; choose another or remove it first.")
+    save_demo_model(target, arch=arch)  # type: ignore[arg-type]
+    click.echo(f"Demo model written to {target} (random weights: it draws noise; see docs/models.md).")
+
+
+@click.command("models")
+@click.option("--samplers", "show_samplers", is_flag=True, help="List the sampler names instead.")
+@data_dir_option
+def models(show_samplers: bool, data_dir: Path | None, models_dir: Path | None) -> None:
+    """List the models in the models folder, and the files refused with the reason."""
+    from core.registry import ModelRegistry
+    from core.samplers import sampler_names
+
+    if show_samplers:
+        for name in sampler_names():
+            click.echo(name)
+        return
+    settings = _settings(data_dir, models_dir)
+    registry = ModelRegistry(settings.models_path)
+    click.echo(f"Models folder: {settings.models_path}")
+    if not registry.models and not registry.refused:
+        click.echo("No models yet. Add one (docs/models.md) or run `obscura demo-model`.")
+    for info in registry.models:
+        click.echo(f"  {info.label}  [{info.format}]")
+    for refused in registry.refused:
+        click.echo(f"  refused: {refused.name}: {refused.reason}")
