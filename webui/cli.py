@@ -29,6 +29,11 @@ main.add_command(generate)
 main.add_command(demo_model)
 main.add_command(models)
 # -- accounts (privacy) --
+from webui.cli_accounts import invite, token, user  # noqa: E402
+
+main.add_command(user)
+main.add_command(invite)
+main.add_command(token)
 # -- audit (privacy) --
 from webui.cli_audit import audit  # noqa: E402
 
