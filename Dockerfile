@@ -74,14 +74,16 @@ RUN groupadd --system --gid 10001 obscura \
  && install -d -o root -g root -m 0755 /models /usr/local/lib/obscura
 
 COPY --from=build /opt/obscura /opt/obscura
-COPY --chmod=0755 deploy/container-entrypoint.sh /usr/local/bin/obscura-container-start
 COPY --chmod=0644 deploy/healthcheck.py /usr/local/lib/obscura/healthcheck.py
 
 # - PYTHONDONTWRITEBYTECODE: the root filesystem is read-only; bytecode was compiled at install time.
 # - HOME and XDG_CACHE_HOME on /tmp, a tmpfs in compose.yaml: the few caches libraries keep (CUDA
 #   kernel cache, matplotlib fonts) land in RAM, never in the image or in /data. No HF_HOME or
 #   TORCH_HOME is needed: Obscura forces Hugging Face offline and loads models from /models only.
-# - OBSCURA_RAM_DIR: the uploads cache and TMPDIR; must be a tmpfs (the entry point checks).
+# - OBSCURA_RAM_DIR: the uploads cache and TMPDIR. It must be a tmpfs (compose.yaml mounts one;
+#   with `docker run` add --tmpfs /run/obscura:rw,noexec,nosuid,nodev,size=512m,mode=0700,uid=10001,gid=10001).
+#   Without one, `obscura serve` refuses to start (it reads /proc/mounts), and the read-only root
+#   filesystem would not let it create the folder anyway.
 # - OBSCURA_HOST=0.0.0.0: a published port reaches the container on its own network address, never
 #   on its loopback. The server therefore runs in accounts mode with TLS in a container (see
 #   docs/deploy.md); the host-side port is bound to 127.0.0.1 unless you choose a LAN address.
@@ -107,5 +109,5 @@ WORKDIR /
 HEALTHCHECK --interval=30s --timeout=10s --start-period=3m --retries=3 \
   CMD ["/opt/obscura/bin/python", "/usr/local/lib/obscura/healthcheck.py"]
 
-ENTRYPOINT ["/usr/local/bin/obscura-container-start"]
+ENTRYPOINT ["/opt/obscura/bin/obscura"]
 CMD ["serve"]
