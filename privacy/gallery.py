@@ -113,6 +113,27 @@ def _decode_key_file(data: bytes) -> _KeyFile:
     return _KeyFile(created, kind, data[header + kind_length :])
 
 
+def list_pictures(folder: Path) -> list[PictureInfo]:
+    """Pictures in one owner folder, newest first, read from key-file headers only.
+
+    Needs no key, so retention sweeps and the audit can use it while the owner is away.
+    """
+    if not folder.is_dir():
+        return []
+    pictures = []
+    for path in folder.glob("*" + KEY_SUFFIX):
+        picture_id = path.name[: -len(KEY_SUFFIX)]
+        if not PICTURE_ID.fullmatch(picture_id):
+            continue
+        try:
+            entry = _decode_key_file(path.read_bytes())
+        except (GalleryError, FileNotFoundError):
+            continue
+        created = datetime.fromtimestamp(entry.created_minute * 60, UTC)
+        pictures.append(PictureInfo(picture_id, created, entry.kind))
+    return sorted(pictures, key=lambda info: (info.created, info.id), reverse=True)
+
+
 class Gallery:
     """Encrypted per-owner picture store; see the module docstring."""
 
@@ -165,21 +186,7 @@ class Gallery:
 
     def list(self, owner_id: str) -> list[PictureInfo]:
         """The owner's pictures, newest first (ids and dates only)."""
-        folder = self.root / _check_owner(owner_id)
-        if not folder.is_dir():
-            return []
-        pictures = []
-        for path in folder.glob("*" + KEY_SUFFIX):
-            picture_id = path.name[: -len(KEY_SUFFIX)]
-            if not PICTURE_ID.fullmatch(picture_id):
-                continue
-            try:
-                entry = _decode_key_file(path.read_bytes())
-            except (GalleryError, FileNotFoundError):
-                continue
-            created = datetime.fromtimestamp(entry.created_minute * 60, UTC)
-            pictures.append(PictureInfo(picture_id, created, entry.kind))
-        return sorted(pictures, key=lambda info: (info.created, info.id), reverse=True)
+        return list_pictures(self.root / _check_owner(owner_id))
 
     def open(self, owner_id: str, picture_id: str, private_key: bytes) -> bytes:
         """Decrypt one picture; refused if not the owner's, the key is wrong, or it changed."""

@@ -1,0 +1,294 @@
+"""The data-flow inventory: every place Obscura keeps anything, declared once, in code.
+
+``docs/data-flows.md`` is generated from this module (``python -m privacy.inventory >
+docs/data-flows.md``) and a test fails when the two drift apart. ``obscura audit`` compares the
+real data directory and database with the declarations below: a file, table or column that is
+not declared here is a finding.
+
+Paths in ``files`` are relative to the data directory, ``/``-separated; ``*`` matches one path
+segment (no ``/``), ``**`` matches any number of segments, and a pattern ending in ``/`` matches
+folders only.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import PurePosixPath
+from typing import Literal
+
+Medium = Literal["disk", "memory", "browser"]
+
+
+@dataclass(frozen=True)
+class Store:
+    """One place where data is kept."""
+
+    name: str
+    holds: str
+    where: str
+    encryption: str
+    retention: str
+    readers: str
+    medium: Medium
+    files: tuple[str, ...] = ()  # patterns under the data dir that belong to this store
+    encrypted_containers: tuple[str, ...] = ()  # of those, the ones that are ciphertext
+
+
+# table -> column -> what it holds. The audit refuses anything else in the accounts database.
+DATABASE_TABLES: dict[str, dict[str, str]] = {
+    "users": {
+        "id": "random pseudonymous id (u_ + 32 hex digits); the only id used in files and logs",
+        "username": "the login name (3-32 of a-z 0-9 _ -); no e-mail or phone number accepted",
+        "role": "admin or member",
+        "password_hash": "Argon2id hash (argon2-cffi, RFC 9106 parameters, own salt)",
+        "public_key": "gallery public key (ML-KEM-768 + X25519); can seal, cannot open",
+        "wrapped_private_key": "gallery private key, AES-256-GCM under an Argon2id password key",
+        "retention_days": "how long gallery pictures are kept (0 = only this session)",
+        "embed_parameters": "0/1: write prompt and settings into saved pictures (off by default)",
+        "created_day": "the day (no time) the account was made",
+    },
+    "invites": {
+        "code_hash": "SHA-256 of a one-time invite code (the code itself is shown once)",
+        "role": "role the invite grants",
+        "expires_at": "expiry time (seconds)",
+        "created_by": "pseudonymous id of the admin who made it",
+    },
+    "tokens": {
+        "id": "random token id",
+        "user_id": "pseudonymous id of the token's owner",
+        "name": "the owner's label for the token",
+        "token_hash": "SHA-256 of the API token (the token itself is shown once)",
+        "created_day": "day the token was made",
+        "last_used_day": "day the token was last used",
+    },
+    "sessions": {
+        "id_hash": "SHA-256 of the session token held by the browser",
+        "user_id": "pseudonymous id of the logged-in account",
+        "created_at": "login time (seconds), for the 12 h absolute limit",
+        "last_seen_at": "last activity (to the minute), for the 30 min idle limit",
+    },
+}
+
+STORES: tuple[Store, ...] = (
+    Store(
+        name="models",
+        holds="Model weights and their config files, put there by the owner. No user data.",
+        where="`<data-dir>/models/` (or the `models_dir` setting)",
+        encryption="none (public, non-personal files)",
+        retention="until the owner removes them",
+        readers="the server process",
+        medium="disk",
+        files=("models/", "models/**"),
+    ),
+    Store(
+        name="accounts database",
+        holds="Accounts (username, role, secrets), invite codes, API tokens, sessions: see the "
+        "table list below. No e-mail, phone number, real name, IP address or user agent.",
+        where="`<data-dir>/obscura.db` (SQLite, mode 0600)",
+        encryption="file not encrypted; every secret in it is a hash (Argon2id or SHA-256) or "
+        "wrapped under the owner's password; secure_delete on, rollback journal (no WAL)",
+        retention="accounts until deleted; sessions until logout or expiry (30 min idle, 12 h); "
+        "invites until used or expired",
+        readers="the server process; an administrator can list usernames and roles, reset a "
+        "password, delete an account, but cannot unwrap a private key",
+        medium="disk",
+        files=("obscura.db", "obscura.db-journal"),
+    ),
+    Store(
+        name="gallery",
+        holds="Pictures kept for an account (accounts mode only).",
+        where="`<data-dir>/gallery/<owner-id>/<picture-id>.key` and `.pic`",
+        encryption="each picture under its own random 256-bit key (Cobblestone-256 = C2SP "
+        "chunked AES-256-GCM); that key sealed with HPKE (ML-KEM-768 + X25519, HKDF-SHA256, "
+        "AES-256-GCM) to the owner's public key",
+        retention="per account, 30 days by default; 0 = deleted at logout or session end; "
+        "deleting the account destroys the wrapped private key first",
+        readers="only the owner, while logged in (the private key is unwrapped by the password)",
+        medium="disk",
+        files=("gallery/", "gallery/*/", "gallery/*/*.key", "gallery/*/*.pic", "gallery/*/.tmp-*"),
+        encrypted_containers=("gallery/*/*.key", "gallery/*/*.pic", "gallery/*/.tmp-*"),
+    ),
+    Store(
+        name="spool",
+        holds="Clean (scrubbed) uploads waiting in the queue for their job.",
+        where="`<data-dir>/spool/<random-id>`",
+        encryption="Cobblestone-256 under a random key held only in process memory; owner and "
+        "id bound in the encryption context",
+        retention="until the job ends (success, failure or cancel): key forgotten, file "
+        "unlinked; leftovers of a crash are unreadable and removed at the next start",
+        readers="the job's owner, through the server process, while the job waits",
+        medium="disk",
+        files=("spool/", "spool/.obscura-spool", "spool/.tmp-*", "spool/[0-9a-f]*"),
+        encrypted_containers=("spool/.tmp-*", "spool/[0-9a-f]*"),
+    ),
+    Store(
+        name="audit log",
+        holds="Events (login ok/failed, job started/ended, file shredded, user created/deleted, "
+        "retention sweep) with pseudonymous ids and minute-resolution times. Never a prompt, "
+        "username, IP address, file name or picture.",
+        where="`<data-dir>/audit/YYYY-MM-DD.jsonl`",
+        encryption="none (holds nothing personal; fields are an allow-list)",
+        retention="90 days by default, removed a whole day-file at a time",
+        readers="the server's operating-system user (the administrator)",
+        medium="disk",
+        files=("audit/", "audit/*.jsonl", "audit/.tmp-*"),
+    ),
+    Store(
+        name="TLS files",
+        holds="The server's certificate and private key (no user data).",
+        where="`<data-dir>/tls/cert.pem`, `<data-dir>/tls/key.pem` (key mode 0600)",
+        encryption="none (the key protects the connection; it is readable by the server user)",
+        retention="until replaced",
+        readers="the server process",
+        medium="disk",
+        files=("tls/", "tls/cert.pem", "tls/key.pem"),
+    ),
+    Store(
+        name="config file",
+        holds="Settings (host, port, TLS, limits, default retention). No user data.",
+        where="`<data-dir>/obscura.toml` (optional)",
+        encryption="none",
+        retention="until the owner changes it",
+        readers="the server process and the owner",
+        medium="disk",
+        files=("obscura.toml",),
+    ),
+    Store(
+        name="RAM directory",
+        holds="Gradio's upload cache (the upload as sent, for the moment between its arrival "
+        "and the handler reading it) and TMPDIR (large request bodies).",
+        where="`$OBSCURA_RAM_DIR`, else `$XDG_RUNTIME_DIR/obscura`, else "
+        "`/dev/shm/obscura-<uid>`; one `<pid>/` folder per server process (tmpfs, mode 0700)",
+        encryption="none; memory only, never on a persistent disk",
+        retention="the handler deletes each upload as soon as it has read it; the folder is "
+        "wiped at exit and folders of dead processes at start",
+        readers="the server process",
+        medium="memory",
+    ),
+    Store(
+        name="keys in memory",
+        holds="Spool keys; unwrapped gallery private keys of logged-in owners; the login "
+        "throttle's counters under a daily HMAC key (no raw username or IP).",
+        where="server process memory only",
+        encryption="not applicable; never written to disk",
+        retention="spool keys until the job ends; private keys until logout or session expiry; "
+        "throttle until a day passes; a restart forgets all",
+        readers="the server process",
+        medium="memory",
+    ),
+    Store(
+        name="browser page",
+        holds="Pictures shown in the page (data: URLs) and, in personal mode, the only copy of "
+        "the results.",
+        where="the user's browser tab",
+        encryption="TLS in transit on LAN addresses",
+        retention="until the tab is closed (Gradio run history is switched off)",
+        readers="the user at that browser",
+        medium="browser",
+    ),
+)
+
+FLOWS: tuple[str, ...] = (
+    "Upload: the browser sends a photo; it lands in the RAM directory (never on disk).",
+    "Scrub: the handler reads it once, deletes the cached file, checks size and pixel limits, "
+    "decodes in memory, applies EXIF orientation and rebuilds a picture with no metadata.",
+    "Wait: if the job queues, the clean picture goes into the spool, encrypted under a key held "
+    "only in memory.",
+    "Run: the worker decrypts in memory and runs the model; when the job ends in any way the "
+    "spool key is forgotten and the file unlinked.",
+    "Return: the picture goes back to the browser as an in-memory response (no plaintext file), "
+    "labelled as AI-generated (IPTC digital source type) and nothing else unless the user "
+    "opted in to saving parameters.",
+    "Keep (accounts mode): the picture is stored in the owner's gallery, sealed to the owner's "
+    "public key, and swept when its retention ends.",
+    "Log: the audit log records that a job started and ended, with pseudonymous ids only.",
+)
+
+
+def store_for(relative_path: str, *, is_dir: bool = False) -> Store | None:
+    """The store a path under the data dir belongs to, or ``None`` if it is undeclared."""
+    for store in STORES:
+        for pattern in store.files:
+            if pattern.endswith("/") and not is_dir:
+                continue
+            if path_matches(relative_path, pattern.rstrip("/")):
+                return store
+    return None
+
+
+def is_encrypted_container(relative_path: str) -> bool:
+    """True when the path is declared as ciphertext (its magic header is checked separately)."""
+    return any(
+        path_matches(relative_path, pattern)
+        for store in STORES
+        for pattern in store.encrypted_containers
+    )
+
+
+def path_matches(relative_path: str, pattern: str) -> bool:
+    """Segment-wise glob: ``*`` is one segment, ``**`` any number of segments."""
+    return _match(PurePosixPath(relative_path).parts, PurePosixPath(pattern).parts)
+
+
+def _match(parts: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_match(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatchcase(parts[0], pattern[0]) and _match(parts[1:], pattern[1:])
+
+
+def render_markdown() -> str:
+    """``docs/data-flows.md``: everything above, for people who do not read Python."""
+    out = [
+        "<!-- Generated by `python -m privacy.inventory > docs/data-flows.md`; do not edit. -->",
+        "# Data flows and stores",
+        "",
+        "Every place Obscura keeps anything, what it holds, how it is protected, how long it "
+        "stays and who can read it. This page is generated from `privacy/inventory.py`; "
+        "`obscura audit` checks a real installation against the same declarations.",
+        "",
+        "## The path of one photo",
+        "",
+    ]
+    out += [f"{number}. {step}" for number, step in enumerate(FLOWS, start=1)]
+    out += ["", "## Stores", "", "| Store | Medium | Where | Encryption | Retention |"]
+    out += ["|---|---|---|---|---|"]
+    for store in STORES:
+        out.append(
+            f"| {store.name} | {store.medium} | {_cell(store.where)} | "
+            f"{_cell(store.encryption)} | {_cell(store.retention)} |"
+        )
+    for store in STORES:
+        out += ["", f"### {store.name}", ""]
+        out += [
+            f"- **Holds:** {store.holds}",
+            f"- **Where:** {store.where}",
+            f"- **Medium:** {store.medium}",
+            f"- **Encryption:** {store.encryption}",
+            f"- **Retention:** {store.retention}",
+            f"- **Who can read it:** {store.readers}",
+        ]
+        if store.files:
+            patterns = ", ".join(f"`{pattern}`" for pattern in store.files)
+            out.append(f"- **Files (under the data dir):** {patterns}")
+    out += ["", "## Accounts database tables", ""]
+    out.append(
+        "Any other table or column is reported by `obscura audit`. "
+        "There is no column for an e-mail address, phone number, real name, IP address or "
+        "user agent."
+    )
+    for table, columns in DATABASE_TABLES.items():
+        out += ["", f"### `{table}`", "", "| Column | Holds |", "|---|---|"]
+        out += [f"| `{column}` | {_cell(text)} |" for column, text in columns.items()]
+    return "\n".join(out) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_markdown())
