@@ -12,7 +12,6 @@ EXIF orientation is applied first, so a phone photo stands the right way up.
 from __future__ import annotations
 
 import io
-import warnings
 from typing import Literal
 
 from PIL import Image, ImageOps
@@ -57,10 +56,9 @@ def scrub(
     if detect_format(data) is None:
         raise ScrubError("upload_format", ACCEPTED)
     try:
-        with warnings.catch_warnings():
-            # Pillow's own bomb warning; our limit below is the one that decides.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            source = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS)
+        # Reads the header only. Pillow refuses > 2x its own MAX_IMAGE_PIXELS here; our limit
+        # below is the one that decides. (No warnings.catch_warnings: it is not thread-safe.)
+        source = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS)
     except Image.DecompressionBombError:
         raise _too_many_pixels(max_pixels) from None
     except (OSError, SyntaxError, ValueError):
@@ -72,12 +70,10 @@ def scrub(
         if width <= 0 or height <= 0 or width * height > max_pixels:
             raise _too_many_pixels(max_pixels)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                source.seek(0)  # animated PNG/WebP: the first frame only
-                source.load()
-                upright = ImageOps.exif_transpose(source)
-                pixels = _to_mode(upright, mode)
+            source.seek(0)  # animated PNG/WebP, MPO (phone cameras): the first frame only
+            source.load()
+            upright = ImageOps.exif_transpose(source)
+            pixels = _to_mode(upright, mode)
         except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
             raise ScrubError(
                 "upload_damaged", "The picture could not be read; it may be damaged or cut short."

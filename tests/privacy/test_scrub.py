@@ -110,6 +110,23 @@ def test_webp_with_exif_and_xmp_is_cleaned() -> None:
     assert clean.getpixel((0, 0)) == (255, 0, 0)
 
 
+def test_phone_camera_mpo_jpeg_is_accepted_as_its_first_picture() -> None:
+    buffer = io.BytesIO()
+    first, second = landscape_with_a_red_top_left(), Image.new("RGB", (40, 20), (0, 255, 0))
+    first.save(buffer, "MPO", save_all=True, append_images=[second])
+    assert Image.open(io.BytesIO(buffer.getvalue())).format == "MPO"
+    clean = scrub(buffer.getvalue())
+    assert_clean(clean)
+    assert clean.size == (40, 20) and clean.getpixel((0, 0))[0] > 200
+
+
+def test_animated_webp_gives_its_first_frame() -> None:
+    buffer = io.BytesIO()
+    first, second = Image.new("RGB", (8, 8), (255, 0, 0)), Image.new("RGB", (8, 8), (0, 255, 0))
+    first.save(buffer, "WEBP", save_all=True, append_images=[second], lossless=True)
+    assert scrub(buffer.getvalue()).getpixel((1, 1)) == (255, 0, 0)
+
+
 def test_transparent_png_becomes_rgb_on_white() -> None:
     image = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
     buffer = io.BytesIO()
