@@ -170,6 +170,11 @@ class KeyRing:
         with self._lock:
             return len(self._keys)
 
+    def users(self) -> set[str]:
+        """Ids of the users who have at least one live session (their key is in memory)."""
+        with self._lock:
+            return {user_id for user_id, _ in self._keys.values()}
+
     def forget(self, session_id: str) -> None:
         with self._lock:
             entry = self._keys.pop(session_id, None)
@@ -262,7 +267,7 @@ class Accounts:
         audit: AuditLog | None = None,
         throttle: LoginThrottle | None = None,
         clock: Callable[[], float] = time.time,
-        on_session_end: Callable[[str], None] | None = None,
+        on_session_end: Callable[[str], None] | None = None,  # user id, after the last session
         hash_slots: int = 4,
     ) -> None:
         self.db_path = Path(db_path)
@@ -626,6 +631,10 @@ class Accounts:
                 ended += 1
         return ended
 
+    def logged_in_users(self) -> set[str]:
+        """Users with a live session in this process (for the gallery's retention sweep)."""
+        return self.keys.users()
+
     def end_all_sessions(self) -> None:
         """Drop every session (at server start: the keys of an earlier process are gone)."""
         with self._transaction() as db:
@@ -794,7 +803,8 @@ class Accounts:
             db.execute("DELETE FROM sessions WHERE id_hash = ?", (session_id,))
         self.keys.forget(session_id)
         self._record(event, user=user_id, reason=reason)
-        if self._on_session_end is not None:
+        # "Keep only until the session ends" means the last session: tell the caller only then.
+        if self._on_session_end is not None and user_id not in self.keys.users():
             self._on_session_end(user_id)
 
     def _today(self) -> str:

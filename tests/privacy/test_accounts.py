@@ -448,6 +448,19 @@ def test_sweep_ends_expired_sessions_and_calls_back(tmp_path: Path, clock: Clock
     assert ended == [alice] and len(store.keys) == 0
 
 
+def test_session_end_callback_waits_for_the_last_session(tmp_path: Path, clock: Clock) -> None:
+    ended: list[str] = []
+    store = Accounts(tmp_path / "obscura.db", hasher=FAST, clock=clock, on_session_end=ended.append)
+    alice = store.create_user("alice", "correct horse")
+    phone = store.login("alice", "correct horse").token or ""
+    laptop = store.login("alice", "correct horse").token or ""
+    assert store.logged_in_users() == {alice}
+    store.logout(phone)
+    assert ended == []
+    store.logout(laptop)
+    assert ended == [alice] and store.logged_in_users() == set()
+
+
 def test_logout_forgets_the_unwrapped_key(accounts: Accounts) -> None:
     accounts.create_user("alice", "correct horse")
     session = accounts.login("alice", "correct horse")
