@@ -342,3 +342,21 @@ def test_audit_is_registered_on_the_obscura_command(data_dir: Path, cli_env: Pat
 
     result = CliRunner().invoke(main, ["audit", "--help"])
     assert result.exit_code == 0 and "--json" in result.output
+
+
+def test_privacy_modules_know_nothing_of_click_gradio_torch_core_or_webui() -> None:
+    import ast
+
+    root = Path(__file__).resolve().parents[2] / "privacy"
+    forbidden = {"click", "gradio", "torch", "diffusers", "transformers", "core", "webui"}
+    for name in ("audit", "inventory", "scrub", "output", "spool", "gallery", "sealing", "atomic"):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            for module in modules:
+                assert module.split(".")[0] not in forbidden, f"privacy/{name}.py imports {module}"
