@@ -549,6 +549,12 @@ class Accounts:
         session_id = _sha256(token)
         now = int(self._clock())
         with self._transaction() as db:
+            # A reset or deletion that landed while Argon2 ran wins: this login is void.
+            current = db.execute(
+                "SELECT password_hash FROM users WHERE id = ?", (user_id,)
+            ).fetchone()
+            if current is None or current[0] != stored_hash:
+                raise LoginFailedError("login_failed", "The username or password is wrong.")
             if new_hash is not None or new_wrapped is not None:
                 db.execute(
                     "UPDATE users SET password_hash = ?, wrapped_private_key = ? WHERE id = ?",

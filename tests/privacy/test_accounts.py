@@ -354,6 +354,26 @@ def test_login_rehashes_and_rewraps_when_the_cost_changes(tmp_path: Path, clock:
     assert new.login("alice", "correct horse").private_key == key_before
 
 
+def test_password_reset_during_a_login_voids_that_login(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Accounts(tmp_path / "obscura.db", hasher=FAST, clock=clock)
+    alice = store.create_user("alice", "correct horse")
+    real_unwrap = keywrap.unwrap
+
+    def reset_meanwhile(blob: bytes, password: str) -> bytes:
+        key = real_unwrap(blob, password)
+        Accounts(tmp_path / "obscura.db", hasher=FAST).set_password(alice, "reset by admin")
+        return key
+
+    monkeypatch.setattr(keywrap, "unwrap", reset_meanwhile)
+    with pytest.raises(LoginFailedError):
+        store.login("alice", "correct horse")
+    monkeypatch.undo()
+    assert len(store.keys) == 0
+    store.login("alice", "reset by admin")
+
+
 def test_login_async_keeps_the_event_loop_free(tmp_path: Path) -> None:
     # A cost high enough that blocking would show (tens of milliseconds per Argon2 run).
     hasher = make_hasher(time_cost=1, memory_cost=64 * 1024, parallelism=1)
