@@ -12,10 +12,10 @@ Which scheme: the server speaks HTTPS when it was given ``--tls auto`` or a cert
 scheme fails to connect, the other is tried, so a server started with ``--tls`` flags instead of
 environment variables is still found. ``OBSCURA_HEALTHCHECK_URL`` replaces all of this with one URL.
 
-Why the certificate is not verified: the check never leaves the container's own network namespace,
-and a self-signed (``--tls auto``) or internal-CA certificate does not name 127.0.0.1. Nothing secret
-is sent (no cookie, no token, no body) and ``/healthz`` answers nothing personal, so there is nothing
-for an impostor on the container's own loopback to steal.
+Why the certificate is not verified: the check never leaves the container's own network
+namespace, and a self-signed (``--tls auto``) or internal-CA certificate does not name 127.0.0.1.
+Nothing secret is sent (no cookie, no token, no body) and ``/healthz`` answers nothing personal,
+so there is nothing for an impostor on the container's own loopback to steal.
 
 Exit status: 0 healthy; 1 not healthy (one line on stderr says why, without any response body).
 """
