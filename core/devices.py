@@ -68,7 +68,9 @@ def free_memory_bytes(device: str) -> int | None:
     return None  # CPU and MPS share system memory; no offload needed there
 
 
-def plan(device: str, dtype: torch.dtype, model_bytes: int, memory_mode: str = "auto") -> DevicePlan:
+def plan(
+    device: str, dtype: torch.dtype, model_bytes: int, memory_mode: str = "auto"
+) -> DevicePlan:
     """Pick offload/slicing/tiling for a model of ``model_bytes`` (in its run dtype)."""
     if memory_mode not in MEMORY_MODES:
         raise InputError(

@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 
 from core import pipelines
-from core.devices import plan, resolve_device, resolve_dtype
-from core.errors import InputError, JobCancelled
+from core.devices import DevicePlan, plan, resolve_device, resolve_dtype
+from core.errors import InputError, JobCancelled, ModelError
 from core.preview import latents_to_preview
 from core.registry import ModelInfo, ModelRegistry
 from core.samplers import find_sampler, make_scheduler
@@ -113,7 +113,8 @@ class Engine:
         self._lock = threading.RLock()
         self._model: ModelInfo | None = None
         self._pipes: dict[str, Any] = {}
-        self.plan = None
+        self._scheduler_config: dict[str, Any] = {}
+        self.plan: DevicePlan | None = None
 
     # -- models ---------------------------------------------------------------------------
     @property
@@ -136,12 +137,31 @@ class Engine:
             if self._model is not None and self._model == info:
                 return info
             self.unload()
-            base = pipelines.load_base_pipeline(info, self.dtype)
             self.plan = plan(
-                self.device, self.dtype, pipelines.estimate_bytes(info, self.dtype), self.memory_mode
+                self.device,
+                self.dtype,
+                pipelines.estimate_bytes(info, self.dtype),
+                self.memory_mode,
             )
-            pipelines.place(base, self.plan)
+            try:
+                base = pipelines.load_base_pipeline(info, self.dtype)
+                pipelines.place(base, self.plan)
+            except InputError:
+                raise
+            except (MemoryError, torch.OutOfMemoryError):
+                self.unload()
+                raise InputError(
+                    "model_out_of_memory",
+                    "The model does not fit in this device's free memory; choose a smaller model "
+                    "or set memory_mode to model-offload or sequential-offload.",
+                ) from None
+            except Exception as exc:  # damaged weights surface in many shapes; all mean the same
+                self.unload()
+                log.warning("model load failed: %s", type(exc).__name__)
+                raise ModelError("model_load_failed", pipelines.LOAD_FAILED) from exc
             self._model, self._pipes = info, {"txt2img": base}
+            # Samplers are built from the model's own scheduler config, never from the last job's.
+            self._scheduler_config = dict(base.scheduler.config)
             log.info("model loaded (%s, %s, %s)", info.arch, self.device, self.plan.memory_mode)
             return info
 
@@ -169,7 +189,9 @@ class Engine:
                 raise InputError("bad_prompt", "The prompt must be text.")
             if len(value) > MAX_PROMPT_CHARS:
                 raise InputError(
-                    "prompt_too_long", "The prompt is too long; keep it under {max} characters.", max=MAX_PROMPT_CHARS
+                    "prompt_too_long",
+                    "The prompt is too long; keep it under {max} characters.",
+                    max=MAX_PROMPT_CHARS,
                 )
         info = self.model_for(request.model)
         spec = info.spec
@@ -178,22 +200,33 @@ class Engine:
             steps = _number(request.num_inference_steps, int, "steps_out_of_range", "Steps")
             if not 1 <= steps <= MAX_STEPS:
                 raise InputError(
-                    "steps_out_of_range", "Steps must be between 1 and {max}.", max=MAX_STEPS, value=steps
+                    "steps_out_of_range",
+                    "Steps must be between 1 and {max}.",
+                    max=MAX_STEPS,
+                    value=steps,
                 )
         if request.guidance_scale is not None:
-            guidance = _number(request.guidance_scale, float, "guidance_out_of_range", "Guidance scale")
+            guidance = _number(
+                request.guidance_scale, float, "guidance_out_of_range", "Guidance scale"
+            )
             if not 0.0 <= guidance <= MAX_GUIDANCE:
                 raise InputError(
-                    "guidance_out_of_range", "Guidance scale must be between 0 and {max}.", max=MAX_GUIDANCE
+                    "guidance_out_of_range",
+                    "Guidance scale must be between 0 and {max}.",
+                    max=MAX_GUIDANCE,
                 )
         batch = _number(request.batch_size, int, "batch_out_of_range", "Batch size")
         if not 1 <= batch <= MAX_BATCH:
-            raise InputError("batch_out_of_range", "Batch size must be between 1 and {max}.", max=MAX_BATCH)
+            raise InputError(
+                "batch_out_of_range", "Batch size must be between 1 and {max}.", max=MAX_BATCH
+            )
         if request.seed is not None:
             seed = _number(request.seed, int, "seed_out_of_range", "Seed")
             if not -1 <= seed <= MAX_SEED:
                 raise InputError(
-                    "seed_out_of_range", "Seed must be between 0 and {max}, or -1 for random.", max=MAX_SEED
+                    "seed_out_of_range",
+                    "Seed must be between 0 and {max}, or -1 for random.",
+                    max=MAX_SEED,
                 )
         if request.mode != "txt2img":
             strength = _number(request.strength, float, "strength_out_of_range", "Strength")
@@ -212,12 +245,22 @@ class Engine:
                     max=spec.max_size,
                 )
         if request.mask is not None and request.image is None:
-            raise InputError("mask_without_image", "A mask needs a photo to paint into; add the photo.")
+            raise InputError(
+                "mask_without_image", "A mask needs a photo to paint into; add the photo."
+            )
         for name in ("image", "mask"):
             value = getattr(request, name)
             if value is not None and not isinstance(value, Image.Image):
-                raise InputError("not_an_image", "The {what} is not an image; use a PNG, JPEG or WebP file.", what=name)
-        if request.mask is not None and request.image is not None and request.mask.size != request.image.size:
+                raise InputError(
+                    "not_an_image",
+                    "The {what} is not an image; use a PNG, JPEG or WebP file.",
+                    what=name,
+                )
+        if (
+            request.mask is not None
+            and request.image is not None
+            and request.mask.size != request.image.size
+        ):
             raise InputError(
                 "mask_size_mismatch",
                 "The mask must be the same size as the photo ({width}x{height}); draw it on the same photo.",
@@ -252,12 +295,18 @@ class Engine:
             mode = request.mode
             pipe = self._pipeline(info, mode)
             sampler = find_sampler(request.sampler or spec.default_sampler)
-            pipe.scheduler = make_scheduler(sampler, self._pipes["txt2img"].scheduler.config)
+            pipe.scheduler = make_scheduler(sampler, self._scheduler_config)
 
             steps = int(request.num_inference_steps or spec.default_steps)
-            guidance = float(spec.default_guidance if request.guidance_scale is None else request.guidance_scale)
+            guidance = float(
+                spec.default_guidance if request.guidance_scale is None else request.guidance_scale
+            )
             batch = int(request.batch_size)
-            seed = int(request.seed) if request.seed is not None and int(request.seed) >= 0 else secrets.randbits(32)
+            seed = (
+                int(request.seed)
+                if request.seed is not None and int(request.seed) >= 0
+                else secrets.randbits(32)
+            )
             seeds = [(seed + i) % (MAX_SEED + 1) for i in range(batch)]
             width, height = self._size(request, info)
             generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
@@ -278,12 +327,18 @@ class Engine:
                 # img2img pipelines take their size from the (already resized) image.
                 del kwargs["width"], kwargs["height"]
 
-            def on_step_end(pipe_: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            def on_step_end(
+                pipe_: Any, step: int, timestep: Any, tensors: dict[str, Any]
+            ) -> dict[str, Any]:
                 if should_stop is not None and should_stop():
                     raise JobCancelled()
                 if on_step is not None:
                     total = int(getattr(pipe_, "_num_timesteps", None) or steps)
-                    preview = latents_to_preview(tensors["latents"], info.arch) if "latents" in tensors else None
+                    preview = (
+                        latents_to_preview(tensors["latents"], info.arch)
+                        if "latents" in tensors
+                        else None
+                    )
                     on_step(step + 1, total, preview)
                 return tensors
 
@@ -306,10 +361,20 @@ class Engine:
                 strength=None if mode == "txt2img" else float(request.strength),
             )
 
-    def _mode_inputs(self, request: GenerationRequest, info: ModelInfo, width: int, height: int) -> dict[str, Any]:
+    def _mode_inputs(
+        self, request: GenerationRequest, info: ModelInfo, width: int, height: int
+    ) -> dict[str, Any]:
         mode = request.mode
-        image = request.image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS) if request.image else None
-        mask = request.mask.convert("L").resize((width, height), Image.Resampling.NEAREST) if request.mask else None
+        image = (
+            request.image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+            if request.image
+            else None
+        )
+        mask = (
+            request.mask.convert("L").resize((width, height), Image.Resampling.NEAREST)
+            if request.mask
+            else None
+        )
         if info.variant == "inpaint":
             # An inpainting model runs every mode as inpainting: txt2img = repaint everything of
             # a blank canvas; img2img = repaint everything, starting from the photo.

@@ -41,7 +41,12 @@ ENDED = {JobState.DONE, JobState.FAILED, JobState.CANCELLED}
 
 class Job:
     def __init__(
-        self, queue: JobQueue, request: GenerationRequest, owner: str, prepare: Prepare | None, on_end: OnEnd | None
+        self,
+        queue: JobQueue,
+        request: GenerationRequest,
+        owner: str,
+        prepare: Prepare | None,
+        on_end: OnEnd | None,
     ) -> None:
         self.id = secrets.token_urlsafe(16)
         self.owner = owner
@@ -126,7 +131,10 @@ class JobQueue:
             self._closing = False
             for index, engine in enumerate(self.engines):
                 thread = threading.Thread(
-                    target=self._work, args=(index, engine), name=f"obscura-worker-{index}", daemon=True
+                    target=self._work,
+                    args=(index, engine),
+                    name=f"obscura-worker-{index}",
+                    daemon=True,
                 )
                 thread.start()
                 self._threads.append(thread)
@@ -161,7 +169,9 @@ class JobQueue:
         job = Job(self, request, str(owner), prepare, on_end)
         with self._cv:
             if self._closing:
-                raise InputError("shutting_down", "The server is shutting down; try again in a moment.")
+                raise InputError(
+                    "shutting_down", "The server is shutting down; try again in a moment."
+                )
             self._prune()
             self._jobs[job.id] = job
             self._waiting.append(job)
@@ -235,14 +245,19 @@ class JobQueue:
                 raise JobCancelled()
             if job._prepare is not None:
                 job.request = job._prepare(job.request)
-            result = engine.generate(job.request, on_step=job._progress, should_stop=lambda: job.cancel_requested)
+            result = engine.generate(
+                job.request, on_step=job._progress, should_stop=lambda: job.cancel_requested
+            )
         except JobCancelled as exc:
             job._end(JobState.CANCELLED, exc)
         except InputError as exc:
             job._end(JobState.FAILED, exc)
         except Exception as exc:  # the next job must still run
             log.error("job %s failed: %s", job.id, type(exc).__name__)
-            job._end(JobState.FAILED, RuntimeError("The job failed inside the engine; it was not your input."))
+            job._end(
+                JobState.FAILED,
+                RuntimeError("The job failed inside the engine; it was not your input."),
+            )
         else:
             job.result = result
             job._end(JobState.DONE)

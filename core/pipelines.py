@@ -97,9 +97,7 @@ def load_base_pipeline(info: ModelInfo, dtype: torch.dtype) -> Any:
                 dtype=dtype,
                 **extra,
             )
-    except ModelError:
-        raise
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("model load failed: %s", type(exc).__name__)
         raise ModelError("model_load_failed", LOAD_FAILED) from exc
     pipe.set_progress_bar_config(disable=True)

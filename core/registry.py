@@ -89,20 +89,26 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     with path.open("rb") as handle:
         prefix = handle.read(8)
         if len(prefix) < 8:
-            raise ModelError("model_truncated", "The model file is empty or truncated; download it again.")
+            raise ModelError(
+                "model_truncated", "The model file is empty or truncated; download it again."
+            )
         (length,) = struct.unpack("<Q", prefix)
         if length <= 0 or length > MAX_HEADER_BYTES or 8 + length > size:
             raise ModelError(
-                "model_corrupt", "The model file is not a valid safetensors file; download it again."
+                "model_corrupt",
+                "The model file is not a valid safetensors file; download it again.",
             )
         try:
             header = json.loads(handle.read(length))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise ModelError(
-                "model_corrupt", "The model file is not a valid safetensors file; download it again."
+                "model_corrupt",
+                "The model file is not a valid safetensors file; download it again.",
             ) from None
     if not isinstance(header, dict):
-        raise ModelError("model_corrupt", "The model file is not a valid safetensors file; download it again.")
+        raise ModelError(
+            "model_corrupt", "The model file is not a valid safetensors file; download it again."
+        )
     end = 0
     for key, entry in header.items():
         if key == "__metadata__":
@@ -111,10 +117,14 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
             end = max(end, int(entry["data_offsets"][1]))
         except (KeyError, TypeError, ValueError, IndexError):
             raise ModelError(
-                "model_corrupt", "The model file is not a valid safetensors file; download it again."
+                "model_corrupt",
+                "The model file is not a valid safetensors file; download it again.",
             ) from None
     if 8 + length + end > size:
-        raise ModelError("model_truncated", "The model file is truncated (incomplete download); download it again.")
+        raise ModelError(
+            "model_truncated",
+            "The model file is truncated (incomplete download); download it again.",
+        )
     return header
 
 
@@ -133,12 +143,12 @@ def detect_checkpoint(header: dict[str, Any], name: str) -> tuple[str, str]:
             "see docs/models.md for the supported models.",
         )
     inpaint = len(first_conv) > 1 and first_conv[1] == 9
+    if "conditioner.embedders.0.model.ln_final.weight" in header:
+        raise ModelError(
+            "unknown_arch",
+            "SDXL refiner checkpoints are not supported; use an SDXL base model (see docs/models.md).",
+        )
     if "conditioner.embedders.1.model.ln_final.weight" in header:
-        if "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight" not in header:
-            raise ModelError(
-                "unknown_arch",
-                "SDXL refiner checkpoints are not supported; use an SDXL base model (see docs/models.md).",
-            )
         arch = "sdxl"
     elif "cond_stage_model.model.ln_final.weight" in header:
         arch = "sd2"
@@ -150,7 +160,11 @@ def detect_checkpoint(header: dict[str, Any], name: str) -> tuple[str, str]:
             "This checkpoint's architecture is not supported (not SD 1.x, 2.x or SDXL); "
             "see docs/models.md.",
         )
-    variant = "inpaint" if inpaint else ("turbo" if arch == "sdxl" and "turbo" in name.lower() else "base")
+    variant = (
+        "inpaint"
+        if inpaint
+        else ("turbo" if arch == "sdxl" and "turbo" in name.lower() else "base")
+    )
     return arch, variant
 
 
@@ -160,7 +174,8 @@ def detect_diffusers_folder(folder: Path) -> tuple[str, str]:
         class_name = str(index.get("_class_name", ""))
     except (OSError, json.JSONDecodeError, AttributeError):
         raise ModelError(
-            "model_corrupt", "The model folder's model_index.json is unreadable; download the model again."
+            "model_corrupt",
+            "The model folder's model_index.json is unreadable; download the model again.",
         ) from None
     if class_name.startswith("StableDiffusionXL"):
         arch = "sdxl"
@@ -169,7 +184,8 @@ def detect_diffusers_folder(folder: Path) -> tuple[str, str]:
             text = json.loads((folder / "text_encoder" / "config.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             raise ModelError(
-                "model_corrupt", "The model folder has no readable text_encoder/config.json; download it again."
+                "model_corrupt",
+                "The model folder has no readable text_encoder/config.json; download it again.",
             ) from None
         arch = "sd2" if int(text.get("hidden_size", 768)) == 1024 else "sd1"
     else:
@@ -180,7 +196,9 @@ def detect_diffusers_folder(folder: Path) -> tuple[str, str]:
         )
     in_channels = 4
     try:
-        in_channels = int(json.loads((folder / "unet" / "config.json").read_text("utf-8")).get("in_channels", 4))
+        in_channels = int(
+            json.loads((folder / "unet" / "config.json").read_text("utf-8")).get("in_channels", 4)
+        )
     except (OSError, json.JSONDecodeError, ValueError):
         raise ModelError(
             "model_corrupt", "The model folder has no readable unet/config.json; download it again."
@@ -202,7 +220,9 @@ def detect_diffusers_folder(folder: Path) -> tuple[str, str]:
         )
     weights = [p for p in folder.rglob("*.safetensors")]
     if not weights:
-        raise ModelError("model_no_weights", "This model folder has no .safetensors weights; download them.")
+        raise ModelError(
+            "model_no_weights", "This model folder has no .safetensors weights; download them."
+        )
     for weight in weights:
         read_safetensors_header(weight)
     return arch, variant
@@ -263,7 +283,9 @@ class ModelRegistry:
                 return info
         for refused in self.refused:
             if refused.name == name or Path(refused.name).stem == name:
-                raise InputError("model_refused", "That model cannot be used: {reason}", reason=refused.reason)
+                raise InputError(
+                    "model_refused", "That model cannot be used: {reason}", reason=refused.reason
+                )
         raise InputError(
             "unknown_model",
             "Unknown model; installed models are: {names}.",

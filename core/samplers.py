@@ -26,13 +26,19 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("Euler", "EulerDiscreteScheduler"),
         Sampler("Euler a", "EulerAncestralDiscreteScheduler"),
         Sampler("Heun", "HeunDiscreteScheduler"),
-        Sampler("DPM++ 2M", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+        Sampler(
+            "DPM++ 2M",
+            "DPMSolverMultistepScheduler",
+            {"algorithm_type": "dpmsolver++", "solver_order": 2},
+        ),
         Sampler(
             "DPM++ 2M Karras",
             "DPMSolverMultistepScheduler",
             {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
         ),
-        Sampler("DPM++ 2M SDE", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+        Sampler(
+            "DPM++ 2M SDE", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}
+        ),
         Sampler(
             "DPM++ 2M SDE Karras",
             "DPMSolverMultistepScheduler",

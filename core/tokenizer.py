@@ -46,8 +46,10 @@ def clip_vocabulary() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
     return vocab, merges  # type: ignore[return-value]
 
 
-def clip_tokenizer(pad_token: str = "<|endoftext|>"):  # -> transformers.CLIPTokenizer
+def clip_tokenizer(pad_token: str = "<|endoftext|>"):  # noqa: S107  (a token, not a password)
     from transformers import CLIPTokenizer
 
     vocab, merges = clip_vocabulary()
-    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token=pad_token, model_max_length=77)
+    return CLIPTokenizer(
+        vocab=dict(vocab), merges=list(merges), pad_token=pad_token, model_max_length=77
+    )

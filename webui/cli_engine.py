@@ -59,24 +59,95 @@ def _parameters_text(result, prompt: str, negative: str) -> str:  # type: ignore
 
 
 @click.command()
-@click.option("--prompt", required=True, help="What to paint. Use '-' to read it from standard input (keeps it out of shell history).")
+@click.option(
+    "--prompt",
+    required=True,
+    help="What to paint. Use '-' to read it from standard input (keeps it out of shell history).",
+)
 @click.option("--negative-prompt", default="", show_default=False, help="What to avoid.")
-@click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Start from this photo (image to image).")
-@click.option("--mask", "mask_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Repaint only the white area of this mask (inpainting; needs --image, same size).")
-@click.option("--strength", type=float, default=0.75, show_default=True, help="How much to change the photo: 0 keeps it, 1 ignores it.")
-@click.option("--model", default=None, help="Model name (see `obscura models`); default: the first real model, else the demo.")
-@click.option("--steps", "num_inference_steps", type=int, default=None, help="Denoising steps (1-150; default per model).")
-@click.option("--guidance", "guidance_scale", type=float, default=None, help="Guidance scale, how closely to follow the prompt (0-30; default per model).")
-@click.option("--seed", type=int, default=None, help="Seed for a repeatable picture; random when absent (always printed).")
-@click.option("--width", type=int, default=None, help="Width in pixels, a multiple of 8 (default per model, or the photo's).")
+@click.option(
+    "--image",
+    "image_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Start from this photo (image to image).",
+)
+@click.option(
+    "--mask",
+    "mask_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Repaint only the white area of this mask (inpainting; needs --image, same size).",
+)
+@click.option(
+    "--strength",
+    type=float,
+    default=0.75,
+    show_default=True,
+    help="How much to change the photo: 0 keeps it, 1 ignores it.",
+)
+@click.option(
+    "--model",
+    default=None,
+    help="Model name (see `obscura models`); default: the first real model, else the demo.",
+)
+@click.option(
+    "--steps",
+    "num_inference_steps",
+    type=int,
+    default=None,
+    help="Denoising steps (1-150; default per model).",
+)
+@click.option(
+    "--guidance",
+    "guidance_scale",
+    type=float,
+    default=None,
+    help="Guidance scale, how closely to follow the prompt (0-30; default per model).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed for a repeatable picture; random when absent (always printed).",
+)
+@click.option(
+    "--width",
+    type=int,
+    default=None,
+    help="Width in pixels, a multiple of 8 (default per model, or the photo's).",
+)
 @click.option("--height", type=int, default=None, help="Height in pixels, a multiple of 8.")
-@click.option("--sampler", default=None, help="Sampler, e.g. 'Euler a', 'DPM++ 2M Karras', 'DDIM', 'UniPC', 'LCM' (see `obscura models --samplers`).")
-@click.option("--batch", "batch_size", type=int, default=1, show_default=True, help="Pictures to make (seeds seed, seed+1, ...).")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output file (.png, .webp or .jpg); a batch adds -1, -2, ... to the name.")
-@click.option("--embed-parameters", is_flag=True, help="Write the prompt and settings into the file (off by default: outputs carry only the AI-generated label).")
+@click.option(
+    "--sampler",
+    default=None,
+    help="Sampler, e.g. 'Euler a', 'DPM++ 2M Karras', 'DDIM', 'UniPC', 'LCM' (see `obscura models --samplers`).",
+)
+@click.option(
+    "--batch",
+    "batch_size",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Pictures to make (seeds seed, seed+1, ...).",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Output file (.png, .webp or .jpg); a batch adds -1, -2, ... to the name.",
+)
+@click.option(
+    "--embed-parameters",
+    is_flag=True,
+    help="Write the prompt and settings into the file (off by default: outputs carry only the AI-generated label).",
+)
 @click.option("--device", default=None, help="auto, cpu, mps, cuda or cuda:N (default: auto).")
 @click.option("--dtype", default=None, help="auto, float32, float16 or bfloat16 (default: auto).")
-@click.option("--memory-mode", default=None, help="auto, none, model-offload or sequential-offload (default: auto).")
+@click.option(
+    "--memory-mode",
+    default=None,
+    help="auto, none, model-offload or sequential-offload (default: auto).",
+)
 @data_dir_option
 def generate(
     prompt: str,
@@ -156,18 +227,38 @@ def generate(
     parameters = _parameters_text(result, prompt, negative_prompt) if embed_parameters else None
     out_path.parent.mkdir(parents=True, exist_ok=True)
     for index, picture in enumerate(result.images):
-        target = out_path if index == 0 else out_path.with_name(f"{out_path.stem}-{index}{out_path.suffix}")
-        data = encode_picture(picture, fmt, photo_based=result.mode != "txt2img", parameters=parameters)  # type: ignore[arg-type]
+        target = (
+            out_path
+            if index == 0
+            else out_path.with_name(f"{out_path.stem}-{index}{out_path.suffix}")
+        )
+        data = encode_picture(
+            picture, fmt, photo_based=result.mode != "txt2img", parameters=parameters
+        )  # type: ignore[arg-type]
         target.write_bytes(data)
-        click.echo(f"{target}  (seed {result.seeds[index]}, {result.width}x{result.height}, {result.sampler}, {result.model})")
+        click.echo(
+            f"{target}  (seed {result.seeds[index]}, {result.width}x{result.height}, {result.sampler}, {result.model})"
+        )
 
 
 @click.command("demo-model")
 @click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--arch", type=click.Choice(["sd", "sdxl"]), default="sd", show_default=True, help="Architecture of the tiny model.")
-@click.option("--if-missing", is_flag=True, help="Do nothing when the models folder already holds a usable model.")
+@click.option(
+    "--arch",
+    type=click.Choice(["sd", "sdxl"]),
+    default="sd",
+    show_default=True,
+    help="Architecture of the tiny model.",
+)
+@click.option(
+    "--if-missing",
+    is_flag=True,
+    help="Do nothing when the models folder already holds a usable model.",
+)
 @data_dir_option
-def demo_model(folder: Path | None, arch: str, if_missing: bool, data_dir: Path | None, models_dir: Path | None) -> None:
+def demo_model(
+    folder: Path | None, arch: str, if_missing: bool, data_dir: Path | None, models_dir: Path | None
+) -> None:
     """Build the tiny random-weight demo model (draws noise) as a diffusers folder.
 
     FOLDER defaults to <models-dir>/demo-tiny-sd (or demo-tiny-sdxl). No download: the weights
@@ -185,7 +276,9 @@ def demo_model(folder: Path | None, arch: str, if_missing: bool, data_dir: Path 
     if target.exists() and any(target.iterdir()):
         raise click.ClickException("That folder is not empty; choose another or remove it first.")
     save_demo_model(target, arch=arch)  # type: ignore[arg-type]
-    click.echo(f"Demo model written to {target} (random weights: it draws noise; see docs/models.md).")
+    click.echo(
+        f"Demo model written to {target} (random weights: it draws noise; see docs/models.md)."
+    )
 
 
 @click.command("models")
