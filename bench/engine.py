@@ -1,0 +1,132 @@
+"""Engine overhead: N jobs through Obscura's queue vs the same diffusers pipeline called directly.
+
+Prints a Markdown table (paste into docs/benchmarks.md with the machine it ran on). Not a test.
+
+    python bench/engine.py                 # demo model on the CPU
+    python bench/engine.py --gpu           # also real SD 1.5 / SDXL UNet shapes, random weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import core  # noqa: F401  (offline first)
+import torch
+
+from core.demo import save_demo_model
+from core.engine import Engine, GenerationRequest
+from core.jobs import JobQueue
+from core.registry import ModelRegistry
+
+
+def _median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def bench_model(models: Path, name: str, device: str, size: int, steps: int, runs: int) -> dict:
+    engine = Engine(ModelRegistry(models), device=device)
+    engine.load(name)
+    pipe = engine._pipes["txt2img"]
+    request = dict(width=size, height=size, num_inference_steps=steps, guidance_scale=5.0)
+
+    def direct() -> None:
+        generator = [torch.Generator("cpu").manual_seed(1)]
+        pipe("a lighthouse", generator=generator, **request)
+
+    def through_queue(queue: JobQueue) -> None:
+        queue.submit(GenerationRequest("a lighthouse", seed=1, model=name, **request), owner="bench").wait()
+
+    queue = JobQueue([engine])
+    queue.start()
+    direct()
+    through_queue(queue)  # warm-up both paths
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    times: dict[str, list[float]] = {"direct": [], "engine": []}
+    for _ in range(runs):  # interleaved, so drift hits both alike
+        for label, run in (("direct", direct), ("engine", lambda: through_queue(queue))):
+            start = time.perf_counter()
+            run()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times[label].append(time.perf_counter() - start)
+    queue.stop()
+    direct_ms, engine_ms = _median_ms(times["direct"]), _median_ms(times["engine"])
+    return {
+        "model": name,
+        "device": device,
+        "size": size,
+        "steps": steps,
+        "direct_ms": direct_ms,
+        "engine_ms": engine_ms,
+        "diff_ms": engine_ms - direct_ms,
+        "diff_pct": 100 * (engine_ms - direct_ms) / direct_ms,
+        "its": steps / (engine_ms / 1000),
+    }
+
+
+def build_real_shape_model(arch: str, folder: Path) -> Path:
+    """Random weights in the real SD 1.5 / SDXL shapes (same FLOPs), saved as a diffusers folder."""
+    from importlib import resources
+
+    import diffusers
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from core.tokenizer import clip_tokenizer
+
+    configs = Path(str(resources.files("core.configs"))) / f"{arch}-base"
+    unet = diffusers.UNet2DConditionModel.from_config(diffusers.UNet2DConditionModel.load_config(configs / "unet"))
+    vae = diffusers.AutoencoderKL.from_config(diffusers.AutoencoderKL.load_config(configs / "vae"))
+    scheduler = diffusers.EulerDiscreteScheduler.from_config(
+        diffusers.EulerDiscreteScheduler.load_config(configs / "scheduler")
+    )
+    text = CLIPTextModel(CLIPTextConfig.from_json_file(configs / "text_encoder" / "config.json"))
+    if arch == "sdxl":
+        text_2 = CLIPTextModelWithProjection(CLIPTextConfig.from_json_file(configs / "text_encoder_2" / "config.json"))
+        pipe = diffusers.StableDiffusionXLPipeline(
+            vae=vae, text_encoder=text, text_encoder_2=text_2, tokenizer=clip_tokenizer(),
+            tokenizer_2=clip_tokenizer("!"), unet=unet, scheduler=scheduler,
+        )
+    else:
+        pipe = diffusers.StableDiffusionPipeline(
+            vae=vae, text_encoder=text, tokenizer=clip_tokenizer(), unet=unet, scheduler=scheduler,
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+    pipe.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--gpu", action="store_true", help="also benchmark real-size architectures on CUDA")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp)
+        save_demo_model(models / "demo-tiny-sd", arch="sd")
+        rows.append(bench_model(models, "demo-tiny-sd", "cpu", 256, 8, args.runs))
+        if args.gpu and torch.cuda.is_available():
+            build_real_shape_model("sd1", models / "random-sd15")
+            rows.append(bench_model(models, "random-sd15", "cuda:0", 512, 20, args.runs))
+            build_real_shape_model("sdxl", models / "random-sdxl")
+            rows.append(bench_model(models, "random-sdxl", "cuda:0", 1024, 20, args.runs))
+    cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    print(f"machine: {cpu}, {torch.get_num_threads()} threads, GPU: {gpu}, torch {torch.__version__}, runs={args.runs}\n")
+    print("| model | device | size | steps | direct ms | engine ms | diff ms | diff % | it/s (engine) |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['device']} | {r['size']} | {r['steps']} | {r['direct_ms']:.1f} | "
+            f"{r['engine_ms']:.1f} | {r['diff_ms']:+.1f} | {r['diff_pct']:+.1f}% | {r['its']:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
