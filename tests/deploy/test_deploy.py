@@ -347,6 +347,14 @@ def test_sealed_override_leaves_the_server_no_route_out(sealed: dict[str, Any]) 
     assert "tmpfs" not in gate
 
 
+def test_default_network_has_a_fixed_bridge_name_for_the_egress_rule(
+    compose: dict[str, Any],
+) -> None:
+    options = compose["networks"]["default"]["driver_opts"]
+    assert options["com.docker.network.bridge.name"] == "obscura0"
+    assert "-i obscura0 -m conntrack --ctstate NEW -j DROP" in GUIDE.read_text(encoding="utf-8")
+
+
 def test_server_reserves_one_nvidia_gpu(compose: dict[str, Any]) -> None:
     devices = compose["services"]["obscura"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
@@ -750,6 +758,43 @@ def test_healthcheck_fails_when_nothing_listens(serve: Any) -> None:
     port = serve()
     result = run_healthcheck({"OBSCURA_PORT": str(port + 1 if port < 65535 else port - 1)})
     assert result.returncode == 1
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_sealed_gate_relays_tls_untouched_to_the_server(
+    serve: Any, sealed: dict[str, Any], tmp_path: Path
+) -> None:
+    socat = shutil.which("socat")
+    if socat is None:
+        pytest.skip("socat is not installed here (the image installs it)")
+    server_port = serve(tls_folder=tmp_path)
+    gate_port = free_port()
+    # The gate's own command line, with this machine's ports and the server on loopback.
+    argv = [
+        arg.replace("TCP-LISTEN:7860", f"TCP-LISTEN:{gate_port}").replace(
+            "TCP:obscura:7860", f"TCP:127.0.0.1:{server_port}"
+        )
+        for arg in sealed["services"]["gate"]["entrypoint"]
+    ]
+    relay = subprocess.Popen([socat, *argv[1:]], stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(50):  # until it listens
+            result = run_healthcheck({"OBSCURA_TLS": "auto", "OBSCURA_PORT": str(gate_port)})
+            if result.returncode == 0 or relay.poll() is not None:
+                break
+            threading.Event().wait(0.1)
+        assert relay.poll() is None, relay.stderr.read() if relay.stderr else ""
+        assert result.returncode == 0, result.stderr
+    finally:
+        relay.terminate()
+        relay.wait(timeout=10)
 
 
 def test_healthcheck_urls_follow_the_server_settings() -> None:
