@@ -45,6 +45,8 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/vault.py
+	$(BIN)/python bench/accounts.py
 
 clean-venv:
 	rm -rf $(VENV)
