@@ -22,7 +22,7 @@ ARG VARIANT=gpu
 # of the torch wheel (see docs/deploy.md).
 FROM nvidia/cuda:12.8.1-base-ubuntu24.04 AS base-gpu
 ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility
-# socat relays the published port into the sealed network (the `gate` service in compose.yaml).
+# socat relays the published port into the sealed network (`gate` in deploy/compose.sealed.yaml).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv socat \
  && rm -rf /var/lib/apt/lists/*
