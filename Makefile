@@ -36,7 +36,7 @@ run: $(VENV)/.installed-run
 	$(BIN)/obscura run-demo
 
 test: $(VENV)/.installed-test
-	bash tests/ensure-chromium.sh
+	bash tests/ensure-tools.sh
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
