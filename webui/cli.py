@@ -39,3 +39,6 @@ from webui.cli_audit import audit  # noqa: E402
 
 main.add_command(audit)
 # -- server (webui) --
+from webui.cli_serve import serve  # noqa: E402
+
+main.add_command(serve)

@@ -1,0 +1,98 @@
+"""A real Obscura server per test module (a subprocess on a free loopback port)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+HERE = Path(__file__).parent
+# The suite runs with --import-mode=importlib: make this folder's modules importable.
+sys.path.insert(0, str(HERE))
+
+from samples import PASSWORD  # noqa: E402
+
+
+@dataclass
+class RunningServer:
+    url: str
+    state_dir: Path
+    data_dir: Path
+    ram_dir: Path
+    invite: str | None
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        """Ctrl-C, as a person would (idempotent)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def net_attempts(self) -> list[str]:
+        return json.loads((self.state_dir / "net.json").read_text())
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
+
+    def login(self, username: str, password: str = PASSWORD) -> httpx.Client:
+        client = self.client()
+        response = client.post("/login", data={"username": username, "password": password})
+        assert response.status_code == 200, response.text
+        return client
+
+
+def start_server(state_dir: Path, mode: str) -> Iterator[RunningServer]:
+    env = dict(os.environ, OBSCURA_RAM_DIR=f"/dev/shm/obscura-test-{os.getpid()}-{mode}",
+               PYTHONDONTWRITEBYTECODE="1")
+    log = open(state_dir / "server.log", "w")  # noqa: SIM115
+    process = subprocess.Popen([sys.executable, str(HERE / "server_process.py"), str(state_dir),
+                                mode], stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 120
+    state = None
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError((state_dir / "server.log").read_text()[-3000:])
+        if (state_dir / "state.json").exists():
+            state = json.loads((state_dir / "state.json").read_text())
+            try:
+                if httpx.get(f"http://127.0.0.1:{state['port']}/healthz", timeout=2).is_success:
+                    break
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.3)
+    else:
+        process.kill()
+        raise RuntimeError("server did not start: " + (state_dir / "server.log").read_text())
+    server = RunningServer(
+        url=f"http://127.0.0.1:{state['port']}", state_dir=state_dir,
+        data_dir=Path(state["data"]), ram_dir=Path(state["ram"]), invite=state["invite"],
+        process=process,
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def personal_server(tmp_path_factory) -> Iterator[RunningServer]:
+    yield from start_server(tmp_path_factory.mktemp("personal"), "personal")
+
+
+@pytest.fixture(scope="module")
+def accounts_server(tmp_path_factory) -> Iterator[RunningServer]:
+    yield from start_server(tmp_path_factory.mktemp("accounts"), "accounts")

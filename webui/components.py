@@ -1,0 +1,105 @@
+"""Gradio components that never leave a picture in Gradio's file cache.
+
+Gradio writes every image a handler returns into its cache and serves it by URL to anyone who
+knows the URL. These subclasses hand pictures to the browser as ``data:`` URLs inside the
+response instead (no file, nothing to fetch later), and give handlers the uploaded file's
+cache path untouched (no decoding by Gradio, no converted copy), so that
+:mod:`webui.uploads` can read it once and delete it.
+
+The returned dictionaries deliberately carry no ``meta._type = gradio.FileData`` marker: that
+marker is what makes Gradio move a value into its cache.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import gradio as gr
+import gradio.component_meta
+from gradio.data_classes import FileData
+
+# Gradio writes a ``.pyi`` stub next to the source of every component subclass it sees (and
+# fails on a read-only install). Not for ours: switched off while the classes below are made.
+_write_stub = gradio.component_meta.create_or_modify_pyi
+gradio.component_meta.create_or_modify_pyi = lambda *args, **kwargs: None
+
+
+def data_url(png: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(png).decode("ascii")
+
+
+def _picture(url: str, name: str) -> dict[str, Any]:
+    return {"url": url, "path": None, "orig_name": name, "mime_type": url[5:].split(";")[0]}
+
+
+class PrivateImage(gr.Image):
+    """An image input whose handler gets the upload's cache path (``str``) and nothing else;
+    as an output it takes a ``data:`` URL."""
+
+    def get_block_name(self) -> str:
+        return "image"  # the browser side is Gradio's own image component
+
+    def preprocess(self, payload: Any) -> str | None:  # type: ignore[override]
+        if payload is None:
+            return None
+        return payload.path if isinstance(payload, FileData) else str(payload.path)
+
+    def postprocess(self, value: Any) -> dict[str, Any] | None:  # type: ignore[override]
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.startswith("data:image/"):
+            raise TypeError("PrivateImage shows data: URLs only")
+        return _picture(value, "obscura.png")
+
+
+class PrivateGallery(gr.Gallery):
+    """A gallery output that takes a list of ``data:`` URLs (or ``(url, caption)`` pairs)."""
+
+    def get_block_name(self) -> str:
+        return "gallery"
+
+    def postprocess(self, value: Any) -> list[dict[str, Any]]:  # type: ignore[override]
+        out = []
+        for index, item in enumerate(value or [], start=1):
+            url, caption = item if isinstance(item, tuple) else (item, None)
+            if not isinstance(url, str) or not url.startswith("data:image/"):
+                raise TypeError("PrivateGallery shows data: URLs only")
+            out.append({"image": _picture(url, f"obscura-{index}.png"), "caption": caption})
+        return out
+
+
+class PrivateImageMask(gr.ImageMask):
+    """The mask painter. The handler gets ``{"background", "layers", "composite"}`` whose
+    values are either an upload's cache path (``str``) or the bytes the browser sent (the
+    editor's in-memory blob route), never a decoded or converted copy."""
+
+    def get_block_name(self) -> str:
+        return "imageeditor"
+
+    def preprocess(self, payload: Any) -> dict[str, Any] | None:  # type: ignore[override]
+        if payload is None:
+            return None
+        source: Any = payload
+        if getattr(payload, "id", None) is not None:
+            source = self.blob_storage.pop(payload.id, None)
+            if source is None:
+                return None
+
+        def raw(item: Any) -> str | bytes | None:
+            if item is None:
+                return None
+            if isinstance(item, FileData):
+                return item.path
+            if isinstance(item, bytes | bytearray | memoryview):
+                return bytes(item)
+            return getattr(item, "path", None)
+
+        return {
+            "background": raw(source.background),
+            "layers": [raw(layer) for layer in (source.layers or [])],
+            "composite": raw(source.composite),
+        }
+
+
+gradio.component_meta.create_or_modify_pyi = _write_stub

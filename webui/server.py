@@ -1,0 +1,249 @@
+"""The server: a FastAPI app with Obscura's routes and middleware in front of Gradio.
+
+Start-up order matters and is fixed in :mod:`webui.cli_serve`: the privacy environment
+(``core.offline``) and the RAM directory are set before this module imports Gradio.
+
+Request path, outermost first: security headers → same-origin check → access guard (login,
+per-user files, sessions and jobs) → language → FastAPI (``/healthz``, login pages) → Gradio.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.types import ASGIApp, Scope
+
+from core.errors import InputError
+from core.registry import ensure_demo_model
+from privacy.accounts import Accounts
+from webui.config import Settings
+from webui.middleware.guard import AccessGuard
+from webui.middleware.headers import SecurityHeadersMiddleware
+from webui.middleware.language import LanguageMiddleware
+from webui.middleware.origin import SameOriginMiddleware
+from webui.ramdir import RamDir
+from webui.studio import Studio, open_studio
+from webui.tls import TlsFiles, auto_tls, given_tls
+from webui.ui.app import CSS, build_blocks
+from webui.ui.common import TRANSLATIONS
+
+log = logging.getLogger("obscura.webui")
+SWEEP_SECONDS = 60.0
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def open_accounts(data_dir: Path, **options: object) -> Accounts | None:
+    """The accounts store when it exists and holds at least one account (accounts mode)."""
+    if not (data_dir / "obscura.db").is_file():
+        return None
+    accounts = Accounts.in_data_dir(data_dir, **options)
+    if accounts.count_users() == 0:
+        accounts.close()
+        return None
+    return accounts
+
+
+def check_exposure(settings: Settings, personal: bool, tls: bool) -> list[str]:
+    """Refuse unsafe listening addresses; return warnings to print."""
+    if is_loopback(settings.host):
+        return []
+    if personal:
+        raise InputError(
+            "personal_mode_loopback",
+            "Personal mode (no accounts) listens on 127.0.0.1 only; to open Obscura to other "
+            "devices, first create an administrator with `obscura user add NAME --admin`, then "
+            "start with --host {host} --tls auto.",
+            host=settings.host,
+        )
+    if not tls:
+        if not settings.insecure_http:
+            raise InputError(
+                "lan_needs_tls",
+                "Listening on {host} needs HTTPS so passwords and pictures are not sent in the "
+                "clear: add --tls auto (or --tls-cert/--tls-key), or --insecure-http to accept "
+                "the risk.",
+                host=settings.host,
+            )
+        return [
+            "WARNING: --insecure-http: passwords, photos and pictures cross the network "
+            "unencrypted; anyone on the LAN can read them."
+        ]
+    return []
+
+
+def resolve_tls(settings: Settings) -> TlsFiles | None:
+    if settings.tls_cert or settings.tls_key:
+        if not (settings.tls_cert and settings.tls_key):
+            raise InputError("tls_pair", "Give both --tls-cert and --tls-key.")
+        return given_tls(settings.tls_cert, settings.tls_key)
+    if settings.tls == "auto":
+        return auto_tls(settings.data_dir, None if settings.host == "0.0.0.0" else settings.host)  # noqa: S104
+    if settings.tls not in (None, "", "off"):
+        raise InputError("tls_mode", "--tls takes 'auto' (or use --tls-cert and --tls-key).")
+    return None
+
+
+def build_app(studio: Studio, *, tls: bool = False) -> ASGIApp:
+    """The complete ASGI application for ``studio``."""
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        return JSONResponse(
+            {"status": "ok", "mode": studio.mode, "model": studio.model_name()},
+            headers={"cache-control": "no-store"},
+        )
+
+    app.include_router(studio.gate.routes())
+    demo = build_blocks(studio)
+    demo.queue(api_open=False, default_concurrency_limit=4, max_size=256)
+    app = gr.mount_gradio_app(
+        app,
+        demo,
+        path="/",
+        footer_links=[],
+        run_history=False,
+        auth_dependency=None if studio.gate.personal else studio.gate.auth_dependency,
+        max_file_size=studio.max_upload_bytes,
+        show_error=False,
+        ssr_mode=False,
+        enable_monitoring=False,
+        pwa=False,
+        i18n=TRANSLATIONS,
+        mcp_server=False,
+        css=CSS,
+    )
+
+    gate = studio.gate
+
+    async def identify(scope: Scope) -> str | None:
+        request = Request(scope)
+        client = request.client.host if request.client else None
+        viewer = gate.viewer(request.headers, request.cookies, client)
+        return viewer.user_id if viewer else None
+
+    wrapped: ASGIApp = LanguageMiddleware(app, secure=tls)
+    wrapped = AccessGuard(wrapped, identify=identify, uploads=studio.uploads)
+    wrapped = SameOriginMiddleware(wrapped)
+    wrapped = SecurityHeadersMiddleware(wrapped, hsts=tls)
+    return wrapped
+
+
+@dataclass
+class Sweeper:
+    """Every minute: unsubmitted uploads, expired sessions, pictures past retention."""
+
+    studio: Studio
+    interval: float = SWEEP_SECONDS
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="obscura-sweeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def sweep_once(self) -> None:
+        studio = self.studio
+        studio.uploads.sweep()
+        accounts, gallery = studio.accounts, studio.gallery
+        if accounts is not None and gallery is not None:
+            accounts.sweep_sessions()
+
+            def retention(owner: str) -> int | None:
+                try:
+                    return accounts.settings(owner).retention_days
+                except Exception:  # noqa: BLE001  (the account is gone)
+                    return None
+
+            gallery.sweep(retention, logged_in=accounts.logged_in_users())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sweep_once()
+            except Exception as err:  # noqa: BLE001  (never kill the sweeper)
+                log.error("sweep failed: %s", type(err).__name__)
+
+
+def prepare(settings: Settings, ram: RamDir, **account_options: object) -> tuple[Studio, TlsFiles | None, list[str]]:
+    """Everything but listening: mode, exposure checks, TLS, demo model, the studio."""
+    accounts = open_accounts(settings.data_dir, **account_options)
+    tls = resolve_tls(settings)
+    warnings = check_exposure(settings, accounts is None, tls is not None)
+    if not ram.on_ram:
+        warnings.append("WARNING: uploads are cached on disk while processed (--allow-disk-temp).")
+    if accounts is not None:
+        accounts.end_all_sessions()  # keys of an earlier process are gone: log in again
+
+        def purge_if_session_only(user_id: str) -> None:
+            if studio.gallery is not None and accounts.settings(user_id).retention_days == 0:
+                studio.gallery.purge_owner(user_id)
+
+        accounts._on_session_end = purge_if_session_only  # noqa: SLF001
+    ensure_demo_model(settings.models_path)
+    studio = open_studio(settings, ram, accounts=accounts, secure_cookie=tls is not None)
+    return studio, tls, warnings
+
+
+def serve(settings: Settings, ram: RamDir) -> None:
+    """Start, print the address, serve until interrupted, then destroy what is left."""
+    import uvicorn
+
+    studio, tls, warnings = prepare(settings, ram)
+    for line in warnings:
+        print(line, file=sys.stderr)
+    app = build_app(studio, tls=tls is not None)
+    sweeper = Sweeper(studio)
+    sweeper.start()
+    scheme = "https" if tls else "http"
+    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
+    print(f"Obscura ({studio.mode} mode, model {studio.model_name()}) on "
+          f"{scheme}://{shown}:{settings.port}/")
+    if tls is not None:
+        print(f"TLS certificate SHA-256 fingerprint: {tls.fingerprint}")
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
+        access_log=False,  # access logs would hold addresses and paths
+        log_level="warning", timeout_graceful_shutdown=3,
+        server_header=False,
+        proxy_headers=False,
+        lifespan="on",
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        shutdown(studio)
+        sweeper.stop()
+
+
+def shutdown(studio: Studio) -> None:
+    studio.queue.stop()
+    studio.spool.shred_all()
+    if studio.accounts is not None:
+        studio.accounts.close()
+    studio.ram.release()

@@ -1,0 +1,59 @@
+"""Admin (administrators only): users, invite codes, API tokens, the retention default.
+An administrator manages accounts but has no way to open anyone's gallery."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from webui.i18n import error_text, language_of, text
+from webui.studio import Studio
+from webui.ui.common import label, viewer_of
+
+
+def build(studio: Studio) -> None:
+    accounts = studio.accounts
+    if accounts is None:
+        return
+    gr.Markdown(label("admin_note"))
+    refresh = gr.Button(label("admin_refresh"), elem_id="admin-refresh")
+    users = gr.Dataframe(headers=["user", "role", "since"], interactive=False,
+                         label=label("admin_users"), elem_id="admin-users")
+    with gr.Row():
+        invite = gr.Button(label("admin_new_invite"), elem_id="admin-invite")
+        token_name = gr.Textbox(label=label("admin_tokens"), value="script", max_length=40)
+        token = gr.Button(label("admin_new_token"), elem_id="admin-token")
+    secret = gr.Textbox(label="", interactive=False, elem_id="admin-secret")
+    gr.Markdown(f"{studio.settings.retention_days}", elem_id="admin-retention",
+                label=label("admin_retention_default"))
+
+    def require_admin(request: gr.Request):
+        viewer = viewer_of(studio, request)
+        if not viewer.is_admin:
+            raise gr.Error(text("admin_only", language_of(request)), print_exception=False)
+        return viewer
+
+    def list_users(request: gr.Request):
+        require_admin(request)
+        return [[u.username, u.role, u.created_day] for u in accounts.list_users()]
+
+    def make_invite(request: gr.Request):
+        viewer = require_admin(request)
+        lang = language_of(request)
+        try:
+            code = accounts.create_invite(created_by=viewer.user_id)
+        except Exception as err:  # noqa: BLE001
+            raise gr.Error(error_text(err, lang), print_exception=False) from None
+        return text("invite_made", lang, code=code)
+
+    def make_token(name: str, request: gr.Request):
+        viewer = require_admin(request)
+        lang = language_of(request)
+        try:
+            value = accounts.create_token(viewer.user_id, (name or "").strip())
+        except Exception as err:  # noqa: BLE001
+            raise gr.Error(error_text(err, lang), print_exception=False) from None
+        return text("token_made", lang, token=value)
+
+    refresh.click(list_users, None, users, api_visibility="private")
+    invite.click(make_invite, None, secret, api_visibility="private")
+    token.click(make_token, token_name, secret, api_visibility="private")

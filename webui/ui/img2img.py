@@ -1,0 +1,83 @@
+"""Photo → picture (api name ``/img2img``): upload or webcam, strength, style presets."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from webui.components import PrivateImage
+from webui.painting import take_photo
+from webui.studio import Studio
+from webui.ui.common import (
+    build_request,
+    cancel_button,
+    label,
+    on_cancel,
+    output_panel,
+    settings_controls,
+    stream,
+    viewer_of,
+)
+
+
+def build(studio: Studio) -> None:
+    with gr.Row():
+        with gr.Column(scale=1):
+            photo = PrivateImage(label=label("photo"), sources=["upload", "webcam"],
+                                 type="filepath", image_mode=None, buttons=[],
+                                 format="png", elem_id="img2img-photo", height=320)
+            gr.Markdown(label("photo_help"))
+            prompt = gr.Textbox(label=label("prompt"), placeholder=label("prompt_placeholder"),
+                                lines=2, max_length=4000, elem_id="img2img-prompt")
+            negative = gr.Textbox(label=label("negative_prompt"), lines=1, max_length=4000)
+            strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label=label("strength"),
+                                 elem_id="strength")
+            controls = settings_controls(studio, with_size=False)
+            with gr.Row():
+                go = gr.Button(label("generate"), variant="primary", elem_id="img2img-go")
+                stop = cancel_button(studio)
+        with gr.Column(scale=1):
+            out = output_panel()
+
+    async def img2img(
+        image: str | None,
+        prompt: str,
+        negative_prompt: str,
+        strength: float,
+        style: str,
+        model: str,
+        sampler: str,
+        num_inference_steps: float,
+        guidance_scale: float,
+        width: float,
+        height: float,
+        seed: float,
+        batch_size: float,
+        request: gr.Request,
+    ):
+        viewer = viewer_of(studio, request)
+        from webui.i18n import error_text, language_of, text
+
+        lang = language_of(request)
+        if not image:
+            raise gr.Error(text("no_photo", lang), print_exception=False)
+        try:
+            data = take_photo(studio, viewer, image)
+        except Exception as err:  # noqa: BLE001  (InputError: gone or not this user's)
+            raise gr.Error(error_text(err, lang), print_exception=False) from None
+        generation = build_request(
+            studio, prompt, negative_prompt, style, model, sampler, num_inference_steps,
+            guidance_scale, width, height, seed, batch_size, strength,
+        )
+        async for update in stream(studio, request, generation, photo=data):
+            yield update
+
+    event = go.click(
+        img2img,
+        [photo, prompt, negative, strength, *controls.inputs(), controls.batch],
+        out.list(controls.last_seed),
+        api_name="img2img",
+        concurrency_limit=None,
+        show_progress="minimal",
+    )
+    stop.click(on_cancel(studio), None, out.status, cancels=[event],
+               api_visibility="private", queue=False)

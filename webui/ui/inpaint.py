@@ -1,0 +1,111 @@
+"""Inpaint (api name ``/inpaint``): paint over the parts of a photo to repaint.
+
+``image`` is the mask painter's value (``{"background": photo, "layers": [...],
+"composite": ...}``); ``mask`` is an optional mask file (white = repaint) that wins over the
+painted layers, handy for scripts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from privacy.scrub import scrub_mask
+from webui.components import PrivateImage, PrivateImageMask
+from webui.i18n import error_text, language_of, text
+from webui.painting import mask_from_layers, take_photo
+from webui.studio import Studio
+from webui.ui.common import (
+    build_request,
+    cancel_button,
+    label,
+    on_cancel,
+    output_panel,
+    settings_controls,
+    stream,
+    viewer_of,
+)
+
+
+def build(studio: Studio) -> None:
+    with gr.Row():
+        with gr.Column(scale=1):
+            editor = PrivateImageMask(
+                label=label("mask_editor"), sources=["upload"], type="filepath",
+                image_mode="RGBA", layers=False, transforms=(), buttons=[],
+                brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff", color_mode="fixed"),
+                elem_id="inpaint-editor", height=380, format="png",
+            )
+            gr.Markdown(label("mask_help"))
+            with gr.Accordion(label("mask_editor"), open=False, visible=False):
+                mask_file = PrivateImage(label="mask", type="filepath", image_mode=None,
+                                         sources=["upload"], buttons=[], format="png")
+            prompt = gr.Textbox(label=label("prompt"), lines=2, max_length=4000,
+                                elem_id="inpaint-prompt")
+            negative = gr.Textbox(label=label("negative_prompt"), lines=1, max_length=4000)
+            strength = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label=label("strength"))
+            controls = settings_controls(studio, with_size=False)
+            with gr.Row():
+                go = gr.Button(label("generate"), variant="primary", elem_id="inpaint-go")
+                stop = cancel_button(studio)
+        with gr.Column(scale=1):
+            out = output_panel()
+
+    async def inpaint(
+        image: dict[str, Any] | None,
+        mask: str | None,
+        prompt: str,
+        negative_prompt: str,
+        strength: float,
+        style: str,
+        model: str,
+        sampler: str,
+        num_inference_steps: float,
+        guidance_scale: float,
+        width: float,
+        height: float,
+        seed: float,
+        batch_size: float,
+        request: gr.Request,
+    ):
+        viewer = viewer_of(studio, request)
+        lang = language_of(request)
+        image = image or {}
+        sources = [image.get("background"), image.get("composite"), *(image.get("layers") or [])]
+        try:
+            # Every file the editor sent is read once and deleted now, used or not.
+            raw = [take_photo(studio, viewer, source) for source in sources]
+            mask_bytes = take_photo(studio, viewer, mask) if mask else None
+            photo, layer_bytes = raw[0], [data for data in raw[2:] if data]
+            if photo is None:
+                raise gr.Error(text("no_photo", lang), print_exception=False)
+            limits = {"max_bytes": studio.max_upload_bytes,
+                      "max_pixels": studio.max_upload_pixels}
+            layers = [scrub_mask(mask_bytes, **limits)] if mask_bytes else [
+                scrub_mask(data, **limits) for data in layer_bytes
+            ]
+            size = layers[0].size if layers else (1, 1)
+            painted = mask_from_layers(layers, size) if layers else None
+        except gr.Error:
+            raise
+        except Exception as err:  # noqa: BLE001  (InputError / PrivacyError: one sentence)
+            raise gr.Error(error_text(err, lang), print_exception=False) from None
+        if painted is None:
+            raise gr.Error(text("no_mask", lang), print_exception=False)
+        generation = build_request(
+            studio, prompt, negative_prompt, style, model, sampler, num_inference_steps,
+            guidance_scale, width, height, seed, batch_size, strength,
+        )
+        async for update in stream(studio, request, generation, photo=photo, mask=painted):
+            yield update
+
+    event = go.click(
+        inpaint,
+        [editor, mask_file, prompt, negative, strength, *controls.inputs(), controls.batch],
+        out.list(controls.last_seed),
+        api_name="inpaint",
+        concurrency_limit=None,
+        show_progress="minimal",
+    )
+    stop.click(on_cancel(studio), None, out.status, cancels=[event],
+               api_visibility="private", queue=False)

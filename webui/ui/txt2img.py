@@ -1,0 +1,63 @@
+"""Text → picture (api name ``/txt2img``)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from webui.studio import Studio
+from webui.ui.common import (
+    build_request,
+    cancel_button,
+    label,
+    on_cancel,
+    output_panel,
+    settings_controls,
+    stream,
+)
+
+
+def build(studio: Studio) -> None:
+    with gr.Row():
+        with gr.Column(scale=1):
+            prompt = gr.Textbox(label=label("prompt"), placeholder=label("prompt_placeholder"),
+                                lines=3, max_length=4000, elem_id="txt2img-prompt")
+            negative = gr.Textbox(label=label("negative_prompt"), lines=1, max_length=4000,
+                                  placeholder=label("negative_placeholder"))
+            controls = settings_controls(studio)
+            with gr.Row():
+                go = gr.Button(label("generate"), variant="primary", elem_id="txt2img-go")
+                stop = cancel_button(studio)
+        with gr.Column(scale=1):
+            out = output_panel()
+
+    async def txt2img(
+        prompt: str,
+        negative_prompt: str,
+        style: str,
+        model: str,
+        sampler: str,
+        num_inference_steps: float,
+        guidance_scale: float,
+        width: float,
+        height: float,
+        seed: float,
+        batch_size: float,
+        request: gr.Request,
+    ):
+        generation = build_request(
+            studio, prompt, negative_prompt, style, model, sampler, num_inference_steps,
+            guidance_scale, width, height, seed, batch_size,
+        )
+        async for update in stream(studio, request, generation):
+            yield update
+
+    event = go.click(
+        txt2img,
+        [prompt, negative, *controls.inputs(), controls.batch],
+        out.list(controls.last_seed),
+        api_name="txt2img",
+        concurrency_limit=None,
+        show_progress="minimal",
+    )
+    stop.click(on_cancel(studio), None, out.status, cancels=[event],
+               api_visibility="private", queue=False)

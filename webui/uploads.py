@@ -1,0 +1,110 @@
+"""Who uploaded which file into Gradio's cache, and taking an upload out of it.
+
+Gradio writes each upload to ``<cache>/<hash>/<original name>`` and ties it to nobody. The
+access guard records the paths that ``/gradio_api/upload`` returns for the logged-in user; a
+handler then :meth:`UploadOwners.take` s the file: ownership is checked, the bytes are read
+once, and the file and its folder are deleted at once, before anything else happens. Uploads
+never submitted are deleted by :meth:`UploadOwners.sweep` after a few minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from core.errors import InputError
+
+UNCLAIMED_SECONDS = 10 * 60
+
+
+class UploadGone(InputError):
+    """The upload is not in the cache any more, or it is not this user's."""
+
+
+def _gone() -> UploadGone:
+    return UploadGone("spool_not_found", "That upload is gone or is not yours; upload it again.")
+
+
+class UploadOwners:
+    def __init__(self, cache_dir: Path, clock=time.monotonic) -> None:
+        self.cache_dir = Path(os.path.realpath(cache_dir))
+        self._owners: dict[str, tuple[set[str], float]] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def _normal(self, path: str | os.PathLike[str]) -> Path | None:
+        real = Path(os.path.realpath(path))
+        if self.cache_dir not in real.parents:
+            return None
+        return real
+
+    def record(self, path: str, owner: str) -> None:
+        real = self._normal(path)
+        if real is None:
+            return
+        with self._lock:
+            owners, _ = self._owners.get(str(real), (set(), 0.0))
+            owners.add(owner)
+            self._owners[str(real)] = (owners, self._clock())
+
+    def owns(self, path: str, owner: str) -> bool:
+        real = self._normal(path)
+        if real is None:
+            return False
+        with self._lock:
+            entry = self._owners.get(str(real))
+        return entry is not None and owner in entry[0]
+
+    def take(self, path: str, owner: str, max_bytes: int | None = None) -> bytes:
+        """Read the upload once and delete it and its folder; refuse another user's file."""
+        real = self._normal(path)
+        if real is None or not self.owns(str(real), owner):
+            raise _gone()
+        with self._lock:
+            self._owners.pop(str(real), None)
+        try:
+            with open(real, "rb") as handle:
+                data = handle.read(max_bytes + 1 if max_bytes is not None else -1)
+        except FileNotFoundError:
+            raise _gone() from None
+        finally:
+            self.discard(real)
+        return data
+
+    def discard(self, real: Path) -> None:
+        """Delete the file and, when it is one of Gradio's per-upload folders, the folder."""
+        folder = real.parent
+        try:
+            real.unlink()
+        except FileNotFoundError:
+            pass
+        if folder != self.cache_dir and self.cache_dir in folder.parents:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def sweep(self, max_age: float = UNCLAIMED_SECONDS) -> int:
+        """Delete uploads nobody submitted within ``max_age`` seconds, and untracked strays."""
+        now = self._clock()
+        removed = 0
+        with self._lock:
+            stale = [p for p, (_, at) in self._owners.items() if now - at > max_age]
+            for path in stale:
+                self._owners.pop(path, None)
+            tracked = set(self._owners)
+        for path in stale:
+            self.discard(Path(path))
+            removed += 1
+        # Files Gradio wrote that no upload response announced (none are expected).
+        cutoff = time.time() - max_age
+        for folder in self.cache_dir.iterdir() if self.cache_dir.is_dir() else []:
+            for entry in folder.rglob("*") if folder.is_dir() else [folder]:
+                if entry.is_file() and str(entry) not in tracked:
+                    try:
+                        if entry.stat().st_mtime < cutoff:
+                            self.discard(entry)
+                            removed += 1
+                    except FileNotFoundError:
+                        pass
+        return removed
