@@ -33,7 +33,7 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-run
 	touch $@
 
 run: $(VENV)/.installed-run
-	$(BIN)/obscura run-demo
+	$(BIN)/obscura serve
 
 test: $(VENV)/.installed-test
 	bash tests/ensure-tools.sh
