@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import core  # noqa: F401  (offline first)
 import torch
 
+import core  # noqa: F401  (offline first)
 from core.demo import save_demo_model
 from core.engine import Engine, GenerationRequest
 from core.jobs import JobQueue
@@ -39,7 +39,9 @@ def bench_model(models: Path, name: str, device: str, size: int, steps: int, run
         pipe("a lighthouse", generator=generator, **request)
 
     def through_queue(queue: JobQueue) -> None:
-        queue.submit(GenerationRequest("a lighthouse", seed=1, model=name, **request), owner="bench").wait()
+        queue.submit(
+            GenerationRequest("a lighthouse", seed=1, model=name, **request), owner="bench"
+        ).wait()
 
     queue = JobQueue([engine])
     queue.start()
@@ -80,31 +82,50 @@ def build_real_shape_model(arch: str, folder: Path) -> Path:
     from core.tokenizer import clip_tokenizer
 
     configs = Path(str(resources.files("core.configs"))) / f"{arch}-base"
-    unet = diffusers.UNet2DConditionModel.from_config(diffusers.UNet2DConditionModel.load_config(configs / "unet"))
+    unet = diffusers.UNet2DConditionModel.from_config(
+        diffusers.UNet2DConditionModel.load_config(configs / "unet")
+    )
     vae = diffusers.AutoencoderKL.from_config(diffusers.AutoencoderKL.load_config(configs / "vae"))
     scheduler = diffusers.EulerDiscreteScheduler.from_config(
         diffusers.EulerDiscreteScheduler.load_config(configs / "scheduler")
     )
     text = CLIPTextModel(CLIPTextConfig.from_json_file(configs / "text_encoder" / "config.json"))
     if arch == "sdxl":
-        text_2 = CLIPTextModelWithProjection(CLIPTextConfig.from_json_file(configs / "text_encoder_2" / "config.json"))
+        text_2 = CLIPTextModelWithProjection(
+            CLIPTextConfig.from_json_file(configs / "text_encoder_2" / "config.json")
+        )
         pipe = diffusers.StableDiffusionXLPipeline(
-            vae=vae, text_encoder=text, text_encoder_2=text_2, tokenizer=clip_tokenizer(),
-            tokenizer_2=clip_tokenizer("!"), unet=unet, scheduler=scheduler,
+            vae=vae,
+            text_encoder=text,
+            text_encoder_2=text_2,
+            tokenizer=clip_tokenizer(),
+            tokenizer_2=clip_tokenizer("!"),
+            unet=unet,
+            scheduler=scheduler,
         )
     else:
         pipe = diffusers.StableDiffusionPipeline(
-            vae=vae, text_encoder=text, tokenizer=clip_tokenizer(), unet=unet, scheduler=scheduler,
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            vae=vae,
+            text_encoder=text,
+            tokenizer=clip_tokenizer(),
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
         )
     pipe.to(torch.float16).save_pretrained(folder, safe_serialization=True)
     return folder
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--gpu", action="store_true", help="also benchmark real-size architectures on CUDA")
+    parser.add_argument(
+        "--gpu", action="store_true", help="also benchmark real-size architectures on CUDA"
+    )
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,8 +139,12 @@ def main() -> None:
             rows.append(bench_model(models, "random-sdxl", "cuda:0", 1024, 20, args.runs))
     cpu = platform.processor() or platform.machine()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    print(f"machine: {cpu}, {torch.get_num_threads()} threads, GPU: {gpu}, torch {torch.__version__}, runs={args.runs}\n")
-    print("| model | device | size | steps | direct ms | engine ms | diff ms | diff % | it/s (engine) |")
+    print(
+        f"machine: {cpu}, {torch.get_num_threads()} threads, GPU: {gpu}, torch {torch.__version__}, runs={args.runs}\n"
+    )
+    print(
+        "| model | device | size | steps | direct ms | engine ms | diff ms | diff % | it/s (engine) |"
+    )
     print("|---|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
