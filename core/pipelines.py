@@ -49,11 +49,17 @@ def _config_folder(info: ModelInfo) -> Path:
 
 
 def estimate_bytes(info: ModelInfo, dtype: torch.dtype) -> int:
-    """Approximate memory of the loaded weights (file size, scaled to the run dtype)."""
+    """Memory of the weights once loaded in ``dtype``: parameter count from the headers only."""
+    from math import prod
+
+    from core.registry import read_safetensors_header
+
     files = [info.path] if info.path.is_file() else list(info.path.rglob("*.safetensors"))
-    stored = sum(f.stat().st_size for f in files)
-    per_param = torch.finfo(dtype).bits // 8
-    return int(stored * per_param / 4) if per_param < 4 else stored
+    count = 0
+    for file in files:
+        header = read_safetensors_header(file)
+        count += sum(prod(entry["shape"]) for key, entry in header.items() if key != "__metadata__")
+    return count * (torch.finfo(dtype).bits // 8)
 
 
 def _quiet_libraries() -> None:

@@ -168,3 +168,14 @@ def test_a_corrupt_weight_file_fails_to_load_with_one_sentence(models_dir, tmp_p
     with pytest.raises(ModelError) as info:
         engine.generate(GenerationRequest("x", width=64, height=64, num_inference_steps=1))
     assert info.value.code == "model_load_failed"
+
+
+def test_memory_estimate_counts_parameters_in_the_run_dtype(models_dir):
+    from core.pipelines import estimate_bytes
+    from core.registry import ModelRegistry as Registry
+
+    info = Registry(models_dir).get("demo-tiny-sd")
+    fp32, fp16 = estimate_bytes(info, torch.float32), estimate_bytes(info, torch.float16)
+    assert fp32 == 2 * fp16 > 0
+    weights = sum(p.stat().st_size for p in info.path.rglob("*.safetensors"))
+    assert 0.9 * weights < fp32 <= weights  # demo weights are stored in float32
