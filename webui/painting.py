@@ -143,6 +143,8 @@ async def paint(
                     last_preview = preview
                     url = data_url(await asyncio.to_thread(_png, preview))
                 yield Progress(text("running", lang, step=job.step, total=job.total_steps), url)
+            else:
+                yield Progress(text("starting", lang))
             await asyncio.sleep(POLL_SECONDS)
         if job.state is JobState.CANCELLED:
             yield Progress(text("cancelled", lang))

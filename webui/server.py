@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Scope
 from core.errors import InputError
 from core.registry import ensure_demo_model
 from privacy.accounts import Accounts
+from webui import downloads
 from webui.config import Settings
 from webui.middleware.guard import AccessGuard
 from webui.middleware.headers import SecurityHeadersMiddleware
@@ -112,6 +113,7 @@ def build_app(studio: Studio, *, tls: bool = False) -> ASGIApp:
         )
 
     app.include_router(studio.gate.routes())
+    app.include_router(downloads.routes(studio))
     demo = build_blocks(studio)
     demo.queue(api_open=False, default_concurrency_limit=4, max_size=256)
     app = gr.mount_gradio_app(

@@ -9,7 +9,6 @@ import time
 
 import pytest
 from gradio_client import Client
-from gradio_client.exceptions import AppError
 from leftovers import files_in, plaintext_images, wait_until
 from PIL import Image
 from samples import PASSWORD, tiny_photo

@@ -97,6 +97,16 @@ def test_cross_origin_post_is_refused_and_same_origin_passes():
     assert client.post("/", headers={"origin": "http://evil.example"}).status_code == 403
     assert client.post("/", headers={"origin": "http://testserver"}).status_code == 200
     assert client.post("/").status_code == 200  # scripts send no Origin
+    assert client.post("/", headers={"origin": "null"}).status_code == 403
+
+
+def test_origin_null_passes_only_when_the_browser_says_same_origin():
+    # Chromium sends Origin: null for a form POST under Referrer-Policy: no-referrer.
+    client = TestClient(SameOriginMiddleware(bare_app()))
+    same = {"origin": "null", "sec-fetch-site": "same-origin"}
+    assert client.post("/", headers=same).status_code == 200
+    cross = {"origin": "null", "sec-fetch-site": "cross-site"}
+    assert client.post("/", headers=cross).status_code == 403
 
 
 def test_cross_origin_websocket_is_refused():

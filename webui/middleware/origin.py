@@ -4,8 +4,10 @@ cross-site WebSocket hijacking).
 Browsers send ``Origin`` on every cross-origin request, on every POST and on every WebSocket
 handshake. A request is allowed when it has no ``Origin`` (same-origin GETs, scripts such as
 ``gradio_client``) or when the ``Origin``'s host and port equal the ``Host`` the request was
-sent to. ``Origin: null`` (sandboxed frames, some redirects) is refused. Gradio, by contrast,
-reflects any ``Origin`` with credentials allowed.
+sent to. ``Origin: null`` is refused, except when the browser itself vouches for the request
+with ``Sec-Fetch-Site: same-origin`` (a header pages cannot set): under
+``Referrer-Policy: no-referrer`` Chromium sends ``Origin: null`` for our own login form's POST.
+Gradio, by contrast, reflects any ``Origin`` with credentials allowed.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class SameOriginMiddleware:
         scheme = scope.get("scheme", "http")
         host = headers.get("host", "")
         http_scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
-        if is_same_origin(origin, host, http_scheme):
+        vouched = origin == "null" and headers.get("sec-fetch-site") == "same-origin"
+        if vouched or is_same_origin(origin, host, http_scheme):
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":

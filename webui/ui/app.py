@@ -16,20 +16,22 @@ footer {display:none !important}
 """
 
 
-def header_links(personal: bool) -> str:
-    langs = "".join(
-        f'<a href="/?lang={code}" id="lang-{code}" data-lang="{code}">{name}</a>'
-        for code, name in LANGUAGES.items()
-    )
-    logout = "" if personal else '<a href="/logout" id="logout">⎋</a>'
-    return f'<nav id="obscura-nav">{langs}{logout}</nav>'
+def header_links(personal: bool) -> None:
+    """Plain links (buttons that navigate): gr.HTML would need 'unsafe-eval' in the CSP."""
+    with gr.Row(elem_id="obscura-nav"):
+        for code, name in LANGUAGES.items():
+            gr.Button(name, link=f"/?lang={code}", size="sm", elem_id=f"lang-{code}",
+                      min_width=60, scale=0)
+        if not personal:
+            gr.Button(label("logout"), link="/logout", size="sm", elem_id="logout",
+                      min_width=80, scale=0)
 
 
 def build_blocks(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title="Obscura", analytics_enabled=False, fill_width=True) as demo:
         with gr.Row(elem_id="obscura-header"):
             gr.Markdown(label("app_tagline"), elem_id="tagline")
-            gr.HTML(header_links(studio.accounts is None), elem_id="header-links")
+            header_links(studio.accounts is None)
         with gr.Tabs():
             with gr.Tab(label("tab_txt2img"), id="txt2img", elem_id="tab-txt2img"):
                 txt2img.build(studio)
@@ -50,5 +52,5 @@ def build_blocks(studio: Studio) -> gr.Blocks:
             show_admin = studio.accounts is not None and viewer.is_admin
             return gr.Tab(visible=show_admin)
 
-        demo.load(on_load, None, admin_tab, api_visibility="private", queue=False)
+        demo.load(on_load, None, admin_tab, api_visibility="private")
     return demo

@@ -97,8 +97,8 @@ def settings_controls(studio: Studio, *, with_size: bool = True) -> Controls:
             reuse_seed = gr.Button(label("seed_reuse"), size="sm")
         batch = gr.Slider(1, 8, value=1, step=1, label=label("batch"), elem_id="batch")
     last_seed = gr.State(-1)
-    random_seed.click(lambda: -1, None, seed, api_visibility="private", queue=False)
-    reuse_seed.click(lambda last: last, last_seed, seed, api_visibility="private", queue=False)
+    random_seed.click(lambda: -1, None, seed, api_visibility="private")
+    reuse_seed.click(lambda last: last, last_seed, seed, api_visibility="private")
     controls = Controls(style, model, sampler, steps, guidance, width, height, seed, batch)
     controls.last_seed = last_seed  # type: ignore[attr-defined]
     return controls
@@ -184,10 +184,8 @@ def cancel_button(studio: Studio) -> gr.Button:
 
 
 def on_cancel(studio: Studio):
-    def handler(request: gr.Request) -> str:
+    def handler(request: gr.Request) -> None:
         viewer = viewer_of(studio, request)
-        lang = lang_of(request)
         cancel(studio, viewer, getattr(request, "session_hash", "") or "")
-        return text("cancelled", lang)
 
     return handler

@@ -3,8 +3,6 @@ login; download and delete. Nothing decrypted is written anywhere: thumbnails ar
 
 from __future__ import annotations
 
-import base64
-
 import gradio as gr
 
 from privacy.errors import PrivacyError
@@ -68,11 +66,5 @@ def build(studio: Studio) -> None:
 
     outputs = [pictures, ids, selected, status]
     refresh.click(load, None, outputs, api_visibility="private")
-    pictures.select(select, ids, selected, api_visibility="private", queue=False)
+    pictures.select(select, ids, selected, api_visibility="private")
     delete.click(remove, selected, outputs, api_visibility="private")
-
-
-def zip_link(archive: bytes, lang: str) -> str:
-    href = "data:application/zip;base64," + base64.b64encode(archive).decode("ascii")
-    return (f'<a id="zip-link" download="obscura-pictures.zip" href="{href}">'
-            f'{text("download_all", lang)} ({len(archive) // 1024} KB)</a>')

@@ -71,7 +71,7 @@ def build(studio: Studio) -> None:
         async for update in stream(studio, request, generation, photo=data):
             yield update
 
-    event = go.click(
+    go.click(
         img2img,
         [photo, prompt, negative, strength, *controls.inputs(), controls.batch],
         out.list(controls.last_seed),
@@ -79,5 +79,6 @@ def build(studio: Studio) -> None:
         concurrency_limit=None,
         show_progress="minimal",
     )
-    stop.click(on_cancel(studio), None, out.status, cancels=[event],
-               api_visibility="private", queue=False)
+    # The job is cancelled in core (it stops within one step); the running event then
+    # reports "Cancelled." itself and ends.
+    stop.click(on_cancel(studio), None, None, api_visibility="private")

@@ -1,17 +1,13 @@
-"""Privacy: what is stored about me right now, my retention, delete one or all of my
-pictures, download all of them as a zip built in memory."""
+"""Privacy: what is stored about me right now, my retention, delete all of my pictures,
+download all of them as a zip built in memory (``/my/pictures.zip``, :mod:`webui.downloads`)."""
 
 from __future__ import annotations
-
-import io
-import zipfile
 
 import gradio as gr
 
 from webui.i18n import error_text, language_of, text
 from webui.studio import Studio
 from webui.ui.common import label, viewer_of
-from webui.ui.gallery import zip_link
 
 
 def stored_summary(studio: Studio, request: gr.Request) -> str:
@@ -51,8 +47,8 @@ def build(studio: Studio) -> None:
         confirm = gr.Textbox(label=label("delete_all_confirm"), max_length=10,
                              elem_id="delete-confirm")
         delete_all = gr.Button(label("delete_all"), variant="stop", elem_id="delete-all")
-    download = gr.Button(label("download_all"), elem_id="download-all")
-    link = gr.HTML("", elem_id="zip")
+    # Built in memory by webui.downloads on request; never a file in Gradio's cache.
+    gr.Button(label("download_all"), link="/my/pictures.zip", elem_id="download-all")
     status = gr.Markdown("", elem_id="privacy-status")
     accounts, gallery = studio.accounts, studio.gallery
 
@@ -79,24 +75,6 @@ def build(studio: Studio) -> None:
         count = gallery.delete_owner(viewer.user_id) if gallery else 0
         return text("deleted_all", lang, count=count), stored_summary(studio, request), ""
 
-    def archive(request: gr.Request) -> str:
-        viewer = viewer_of(studio, request)
-        lang = language_of(request)
-        if gallery is None or viewer.session is None:
-            return ""
-        key = viewer.session.private_key
-        buffer = io.BytesIO()  # in memory: no plaintext file, not even a temporary one
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as bundle:
-            for index, info in enumerate(gallery.list(viewer.user_id), start=1):
-                try:
-                    picture = gallery.open(viewer.user_id, info.id, key)
-                except Exception:  # noqa: BLE001,S112  (a damaged picture is skipped)
-                    continue
-                stamp = info.created.strftime("%Y%m%d-%H%M")
-                bundle.writestr(f"obscura-{stamp}-{index}.{info.kind}", picture)
-        return zip_link(buffer.getvalue(), lang)
-
     save.click(save_settings, [retention, embed], [status, summary], api_visibility="private")
     delete_all.click(remove_all, confirm, [status, summary, confirm], api_visibility="private")
-    download.click(archive, None, link, api_visibility="private")
     refresh.click(load_settings, None, [retention, embed, summary], api_visibility="private")
