@@ -57,23 +57,25 @@ def basic_token_user(accounts: Accounts, username: str, token: str, client: str 
 
 
 def api_viewer(gate: Gate, connection: Any) -> Viewer | None:
-    """The caller of an API request: Basic token, then what the UI accepts (session cookie,
-    ``Bearer`` token); every caller in personal mode. Raises :class:`LoginThrottledError`."""
+    """The caller of an API request: what the UI accepts (session cookie, ``Bearer`` token),
+    else HTTP Basic with an API token; everyone in personal mode. Raises
+    :class:`LoginThrottledError` while the caller's address is throttled."""
     accounts = gate.accounts
     if accounts is None:
         return gate.viewer_of(connection)
     client = connection.client.host if connection.client else None
-    credentials = basic_credentials(connection.headers.get("authorization") or "")
-    if credentials is not None:
-        try:
-            user_id = basic_token_user(accounts, *credentials, client)
-        except LoginThrottledError:
-            raise
-        except PrivacyError:
-            return None
-        return Viewer(user_id, accounts.user(user_id).role)
     accounts.throttle.check(None, client)
-    return gate.viewer_of(connection)
+    viewer = gate.viewer_of(connection)
+    credentials = basic_credentials(connection.headers.get("authorization") or "")
+    if viewer is not None or credentials is None:
+        return viewer
+    try:
+        user_id = basic_token_user(accounts, *credentials, client)
+    except LoginThrottledError:
+        raise
+    except PrivacyError:
+        return None
+    return Viewer(user_id, accounts.user(user_id).role)
 
 
 def require_viewer(gate: Gate, connection: HTTPConnection) -> Viewer:
@@ -92,3 +94,20 @@ def require_viewer(gate: Gate, connection: HTTPConnection) -> Viewer:
             headers={"www-authenticate": REALM},
         )
     return viewer
+
+
+def identify_caller(gate: Gate, connection: Any) -> Viewer | None:
+    """For the server's access guard (in front of every route): the UI's callers (cookie,
+    ``Bearer``), else HTTP Basic with an API token, so that AUTOMATIC1111 clients get through to the API. Never
+    raises: a refused or throttled caller is ``None`` (the guard answers 401)."""
+    accounts = gate.accounts
+    viewer = gate.viewer_of(connection)
+    credentials = basic_credentials(connection.headers.get("authorization") or "")
+    if accounts is None or viewer is not None or credentials is None:
+        return viewer
+    client = connection.client.host if connection.client else None
+    try:
+        user_id = basic_token_user(accounts, *credentials, client)
+        return Viewer(user_id, accounts.user(user_id).role)
+    except PrivacyError:
+        return None

@@ -37,7 +37,7 @@ from webui.api.pictures import clean_picture, encode_base64_png, prepare_mask
 from webui.api.problems import ApiError, input_problem, validation_problem
 from webui.api.runs import Inputs, Runs, execute
 from webui.api.schemas import GenerationFields, Img2ImgRequest, Txt2ImgRequest
-from webui.auth import Viewer
+from webui.auth import Gate, Viewer
 from webui.studio import Studio
 from webui.styles import find_style
 
@@ -67,13 +67,20 @@ UNEXPECTED = ApiError(
 
 
 class ApiRoute(APIRoute):
-    """Turns every error of a route (and of its dependencies) into a JSON answer."""
+    """Every route of the API: the caller is checked first (no route can forget to), and every
+    error of the route becomes a JSON answer."""
+
+    gate: Gate | None = None
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        gate = self.gate
 
         async def answer(request: Request) -> Response:
             try:
+                if gate is None:
+                    raise RuntimeError("ApiRoute without a gate")
+                request.state.api_viewer = await asyncio.to_thread(require_viewer, gate, request)
                 return await handler(request)
             except ApiError as err:
                 return err.response()
@@ -148,9 +155,6 @@ class SdApi:
         self._lock = threading.Lock()
 
     # -- callers and models ----------------------------------------------------------------
-    def viewer(self, request: Request) -> Viewer:
-        return require_viewer(self.studio.gate, request)
-
     def default_model(self) -> str:
         settings_model = self.studio.settings.default_model
         if settings_model:
@@ -408,6 +412,12 @@ class SdApi:
                 job.cancel()
 
 
+def caller(request: Request) -> Viewer:
+    """The caller :class:`ApiRoute` checked."""
+    viewer: Viewer = request.state.api_viewer
+    return viewer
+
+
 def infotext(prompt: str, negative: str, result: GenerationResult, seed: int) -> str:
     """AUTOMATIC1111's "parameters" text (only written into a file when the owner opted in)."""
     line = (
@@ -423,11 +433,12 @@ def infotext(prompt: str, negative: str, result: GenerationResult, seed: int) ->
 def build_api_router(studio: Studio) -> APIRouter:
     """The ``/sdapi/v1/`` routes for ``studio`` (include it in the server's FastAPI app)."""
     api = SdApi(studio)
-    router = APIRouter(prefix=PREFIX, route_class=ApiRoute, tags=["sdapi"])
+    route_class = type("StudioApiRoute", (ApiRoute,), {"gate": studio.gate})
+    router = APIRouter(prefix=PREFIX, route_class=route_class, tags=["sdapi"])
 
     @router.post("/txt2img")
     async def txt2img(request: Request) -> JSONResponse:
-        viewer = await asyncio.to_thread(api.viewer, request)
+        viewer = caller(request)
         body = parse(Txt2ImgRequest, await read_json(request, api.body_limit))
         if body.script_name:
             raise ApiError(422, "script_not_found", "script_name: Obscura has no scripts.",
@@ -437,7 +448,7 @@ def build_api_router(studio: Studio) -> APIRouter:
 
     @router.post("/img2img")
     async def img2img(request: Request) -> JSONResponse:
-        viewer = await asyncio.to_thread(api.viewer, request)
+        viewer = caller(request)
         body = parse(Img2ImgRequest, await read_json(request, api.body_limit))
         if body.script_name:
             raise ApiError(422, "script_not_found", "script_name: Obscura has no scripts.",
@@ -465,7 +476,6 @@ def build_api_router(studio: Studio) -> APIRouter:
 
     @router.get("/sd-models")
     def sd_models(request: Request) -> list[dict[str, Any]]:
-        api.viewer(request)
         return [
             {"title": m.name, "model_name": m.name, "hash": None, "sha256": None,
              "filename": m.path.name, "config": None}
@@ -474,17 +484,14 @@ def build_api_router(studio: Studio) -> APIRouter:
 
     @router.post("/refresh-checkpoints")
     def refresh_checkpoints(request: Request) -> None:
-        api.viewer(request)
         studio.registry.scan()
 
     @router.get("/samplers")
     def samplers(request: Request) -> list[dict[str, Any]]:
-        api.viewer(request)
         return [{"name": name, "aliases": [], "options": {}} for name in sampler_names()]
 
     @router.get("/schedulers")
     def schedulers(request: Request) -> list[dict[str, Any]]:
-        api.viewer(request)
         return [
             {"name": name, "label": label, "aliases": None, "default_rho": -1,
              "need_inner_model": False}
@@ -493,7 +500,7 @@ def build_api_router(studio: Studio) -> APIRouter:
 
     @router.get("/options")
     def get_options(request: Request) -> dict[str, Any]:
-        viewer = api.viewer(request)
+        viewer = caller(request)
         embed = False
         if studio.accounts is not None:
             embed = studio.accounts.settings(viewer.user_id).embed_parameters
@@ -510,7 +517,7 @@ def build_api_router(studio: Studio) -> APIRouter:
 
     @router.post("/options")
     async def set_options(request: Request) -> None:
-        viewer = await asyncio.to_thread(api.viewer, request)
+        viewer = caller(request)
         data = await read_json(request, 1_000_000)
         if not isinstance(data, dict):
             raise ApiError(422, "invalid_body", "The request body must be a JSON object.")
@@ -531,24 +538,23 @@ def build_api_router(studio: Studio) -> APIRouter:
 
     @router.get("/progress")
     def progress(request: Request, skip_current_image: bool = False) -> dict[str, Any]:
-        viewer = api.viewer(request)
+        viewer = caller(request)
         return api.progress(viewer.user_id, not skip_current_image)
 
     @router.post("/interrupt")
     def interrupt(request: Request) -> dict[str, Any]:
-        viewer = api.viewer(request)
+        viewer = caller(request)
         api.stop(viewer.user_id, skip=False)
         return {}
 
     @router.post("/skip")
     def skip(request: Request) -> dict[str, Any]:
-        viewer = api.viewer(request)
+        viewer = caller(request)
         api.stop(viewer.user_id, skip=True)
         return {}
 
     @router.get("/prompt-styles")
     def prompt_styles(request: Request) -> list[dict[str, Any]]:
-        api.viewer(request)
         return [
             {"name": s.name_en, "prompt": s.prompt, "negative_prompt": s.negative}
             for s in studio.styles.values()
@@ -556,7 +562,6 @@ def build_api_router(studio: Studio) -> APIRouter:
 
     @router.get("/memory")
     def memory(request: Request) -> dict[str, Any]:
-        api.viewer(request)
         ram = psutil.virtual_memory()
         answer: dict[str, Any] = {
             "ram": {"free": ram.available, "used": ram.total - ram.available, "total": ram.total}
@@ -573,7 +578,6 @@ def build_api_router(studio: Studio) -> APIRouter:
 
     @router.get("/cmd-flags")
     def cmd_flags(request: Request) -> dict[str, Any]:
-        api.viewer(request)
         settings = studio.settings
         dtype = str(studio.engine.dtype).removeprefix("torch.")
         return {
@@ -596,7 +600,6 @@ def build_api_router(studio: Studio) -> APIRouter:
         include_in_schema=False,
     )
     def unsupported(request: Request, endpoint: str) -> JSONResponse:
-        api.viewer(request)
         name = endpoint.strip("/")
         shown = name[:60]
         if name in SUPPORTED:
