@@ -378,6 +378,16 @@ def test_skip_moves_on_to_the_next_iteration(client: webuiapi.WebUIApi):
     assert box["result"].images == []
 
 
+def test_a_caller_that_hangs_up_has_its_job_cancelled(personal: Running):
+    body = small(width=128, height=128, steps=150)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{personal.url}/sdapi/v1/txt2img", json=body,
+                   timeout=httpx.Timeout(30, read=1.5))
+    queue = personal.studio.queue
+    wait_for(lambda: not [job for job in queue.jobs_of("personal") if not job.done], 10)
+    assert len(personal.studio.spool) == 0
+
+
 # -- raw HTTP, accounts mode ---------------------------------------------------------------
 def test_every_call_needs_a_token_in_accounts_mode(team: Running):
     for method, path in [("GET", "sd-models"), ("POST", "txt2img"), ("GET", "progress"),
@@ -431,6 +441,44 @@ def test_bob_can_neither_stop_nor_watch_alices_job(team: Running, alice: Member,
     assert response.status_code == 200
     assert len(response.json()["images"]) == 1
     assert "interrupted" not in json.loads(response.json()["info"])
+
+
+MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"RIFF")
+
+
+def plaintext_pictures(folder: Path) -> list[str]:
+    """Files that start like a picture or hold the EXIF canary."""
+    found = []
+    for path in folder.rglob("*"):
+        if path.is_file():
+            head = path.read_bytes()[: 1 << 20]
+            if head.startswith(MAGIC) or b"holiday-canary" in head or b"Exif" in head:
+                found.append(path.name)
+    return found
+
+
+def test_a_waiting_photo_is_encrypted_then_destroyed(team: Running, alice: Member, bob: Member):
+    url = f"{team.url}/sdapi/v1"
+    spool = team.studio.spool
+    long_job, _ = run_in_thread(httpx.post, f"{url}/txt2img", headers=alice.bearer, timeout=60,
+                                json=small(width=128, height=128, steps=150))
+    wait_for(lambda: httpx.get(f"{url}/progress", headers=alice.bearer).json()["state"][
+        "sampling_step"])
+    exif = Image.Exif()
+    exif[0x010E] = "holiday-canary"
+    waiting, box = run_in_thread(httpx.post, f"{url}/img2img", headers=bob.bearer, timeout=60,
+                                 json=small(init_images=[b64(photo(), "JPEG", exif=exif)]))
+    wait_for(lambda: len(spool) == 1)
+    bobs = httpx.get(f"{url}/progress", headers=bob.bearer).json()
+    assert bobs["state"]["sampling_step"] == 0 and bobs["textinfo"] == "Waiting: number 1 in line"
+    assert len(list(spool.root.iterdir())) >= 1
+    assert plaintext_pictures(team.studio.settings.data_dir) == []
+    httpx.post(f"{url}/interrupt", headers=alice.bearer)
+    waiting.join(60)
+    long_job.join(60)
+    assert box["result"].status_code == 200
+    assert len(spool) == 0
+    assert [p.name for p in spool.root.iterdir() if not p.name.startswith(".")] == []
 
 
 def test_api_and_ui_jobs_share_one_queue(team: Running, alice: Member):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ipaddress
 import json
 import logging
@@ -366,7 +367,8 @@ class SdApi:
     def progress(self, owner: str, with_image: bool) -> dict[str, Any]:
         jobs = [job for job in self.studio.queue.jobs_of(owner) if not job.done]
         running = [job for job in jobs if job.state is JobState.RUNNING]
-        job: Job | None = (running or sorted(jobs, key=lambda j: j.created) or [None])[0]
+        candidates = running or sorted(jobs, key=lambda j: j.created)
+        job: Job | None = candidates[0] if candidates else None
         state: dict[str, Any] = {
             "skipped": False, "interrupted": False, "stopping_generation": False, "job": "",
             "job_count": 0, "job_timestamp": "0", "job_no": 0, "sampling_step": 0,
@@ -385,7 +387,7 @@ class SdApi:
             spent = time.monotonic() - run.started
             eta = spent / progress - spent
         position = self.studio.queue.position(job)
-        textinfo = f"Waiting: {position - 1} job(s) ahead" if position > 1 else None
+        textinfo = f"Waiting: number {position} in line" if position >= 1 else None
         state.update(
             job=f"Batch {job_no + 1} out of {job_count}", job_count=job_count, job_no=job_no,
             job_timestamp=run.timestamp if run else "0", sampling_step=job.step,
@@ -459,14 +461,12 @@ def build_api_router(studio: Studio) -> APIRouter:
         inputs = await asyncio.to_thread(
             api.build_request, viewer.user_id, body, body.denoising_strength
         )
-        limits = {"max_bytes": studio.max_upload_bytes, "max_pixels": studio.max_upload_pixels}
-        photo = await asyncio.to_thread(
-            clean_picture, body.init_images[0], "init_images", **limits
-        )
+        scrubbed = functools.partial(clean_picture, max_bytes=studio.max_upload_bytes,
+                                   max_pixels=studio.max_upload_pixels)
+        photo = await asyncio.to_thread(scrubbed, body.init_images[0], "init_images")
         mask = None
         if body.mask is not None:
-            raw_mask = await asyncio.to_thread(clean_picture, body.mask, "mask", mask=True,
-                                               **limits)
+            raw_mask = await asyncio.to_thread(scrubbed, body.mask, "mask", mask=True)
             mask = prepare_mask(raw_mask, photo.size, bool(body.inpainting_mask_invert))
         body.init_images = None
         body.mask = None
