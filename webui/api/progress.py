@@ -57,11 +57,10 @@ def progress(studio: Studio, runs: Runs, owner: str, with_image: bool) -> dict[s
 def stop(studio: Studio, runs: Runs, owner: str, *, skip: bool) -> None:
     """Interrupt (the runs end) or skip (the runs go on with their next iteration)."""
     for run in runs.of(owner):
-        if skip:
-            if run.job is not None:
-                run.skipped.add(run.job.id)
-        else:
+        if not skip:
             run.interrupted = True
+        elif run.job is not None and run.job.state is JobState.RUNNING:
+            run.skipped.add(run.job.id)
     for job in studio.queue.jobs_of(owner):
         if not job.done and (not skip or job.state is JobState.RUNNING):
             job.cancel()

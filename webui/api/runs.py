@@ -146,6 +146,8 @@ async def execute(
             )
             run.job = job
             jobs.append(job)
+            if run.interrupted:  # an interrupt that came while this batch was being queued
+                job.cancel()
             checked = time.monotonic()
             while not job.done:
                 await asyncio.sleep(POLL_SECONDS)
