@@ -26,6 +26,8 @@ from core.errors import InputError
 from core.registry import ensure_demo_model
 from privacy.accounts import Accounts
 from webui import downloads
+from webui.api import build_api_router
+from webui.api.auth import identify_caller
 from webui.config import Settings
 from webui.middleware.guard import AccessGuard
 from webui.middleware.headers import SecurityHeadersMiddleware
@@ -114,6 +116,7 @@ def build_app(studio: Studio, *, tls: bool = False) -> ASGIApp:
 
     app.include_router(studio.gate.routes())
     app.include_router(downloads.routes(studio))
+    app.include_router(build_api_router(studio))  # AUTOMATIC1111-compatible /sdapi/v1
     demo = build_blocks(studio)
     demo.queue(api_open=False, default_concurrency_limit=4, max_size=256)
     app = gr.mount_gradio_app(
@@ -136,9 +139,9 @@ def build_app(studio: Studio, *, tls: bool = False) -> ASGIApp:
     gate = studio.gate
 
     async def identify(scope: Scope) -> str | None:
-        request = Request(scope)
-        client = request.client.host if request.client else None
-        viewer = gate.viewer(request.headers, request.cookies, client)
+        # Session cookie, Bearer API token, or (for AUTOMATIC1111 clients) HTTP Basic with
+        # a username and an API token.
+        viewer = identify_caller(gate, Request(scope))
         return viewer.user_id if viewer else None
 
     wrapped: ASGIApp = LanguageMiddleware(app, secure=tls)

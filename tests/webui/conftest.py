@@ -41,6 +41,10 @@ class RunningServer:
                 self.process.kill()
                 self.process.wait()
 
+    @property
+    def system_tmp(self) -> Path:
+        return self.state_dir / "system-tmp"
+
     def net_attempts(self) -> list[str]:
         return json.loads((self.state_dir / "net.json").read_text())
 
@@ -55,8 +59,12 @@ class RunningServer:
 
 
 def start_server(state_dir: Path, mode: str) -> Iterator[RunningServer]:
+    # The server's "system temp dir" is a folder of its own, so that a test can tell what the
+    # server left there from what other programs on this machine write to /tmp.
+    system_tmp = state_dir / "system-tmp"
+    system_tmp.mkdir()
     env = dict(os.environ, OBSCURA_RAM_DIR=f"/dev/shm/obscura-test-{os.getpid()}-{mode}",
-               PYTHONDONTWRITEBYTECODE="1")
+               PYTHONDONTWRITEBYTECODE="1", TMPDIR=str(system_tmp))
     log = open(state_dir / "server.log", "w")  # noqa: SIM115
     process = subprocess.Popen([sys.executable, str(HERE / "server_process.py"), str(state_dir),
                                 mode], stdout=log, stderr=subprocess.STDOUT, env=env)

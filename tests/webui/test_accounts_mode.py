@@ -145,6 +145,8 @@ def test_bob_cannot_observe_or_cancel_alices_job(accounts_server):
     job = alice.submit(prompt="a slow one", api_name="/txt2img",
                        **{**SMALL, "num_inference_steps": 30})
     session = alice.session_hash
+    # A session belongs to whoever uses it first: let alice's client use hers first.
+    assert wait_until(lambda: len(job.outputs()) > 0, timeout=60)
     bob = accounts_server.login("bob")
     assert bob.get(f"/gradio_api/heartbeat/{session}").status_code == 403
     assert bob.get(f"/gradio_api/queue/data?session_hash={session}").status_code == 403
@@ -161,6 +163,7 @@ def test_no_plaintext_or_exif_is_left_after_the_session(accounts_server):
     # the upload alice never submitted is the only plaintext allowed, in RAM, until swept
     skip = (accounts_server.data_dir / "models",)
     assert plaintext_images(accounts_server.data_dir, skip=skip) == []
+    assert plaintext_images(accounts_server.system_tmp) == []
 
 
 def test_no_connection_left_the_machine(accounts_server):
