@@ -1,0 +1,83 @@
+"""Upload ownership: read once, deleted at once with its folder, never another user's."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from webui.uploads import UploadGone, UploadOwners
+
+
+def cached(cache: Path, name: str = "IMG_0001.jpg", data: bytes = b"\xff\xd8\xffphoto") -> Path:
+    folder = cache / "3f2a9c"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(data)
+    return path
+
+
+def test_take_reads_once_and_deletes_the_file_and_its_folder(tmp_path):
+    owners = UploadOwners(tmp_path)
+    path = cached(tmp_path)
+    owners.record(str(path), "alice")
+    assert owners.take(str(path), "alice") == b"\xff\xd8\xffphoto"
+    assert not path.exists() and not path.parent.exists()
+    with pytest.raises(UploadGone):
+        owners.take(str(path), "alice")
+
+
+def test_another_user_can_neither_take_nor_delete_the_upload(tmp_path):
+    owners = UploadOwners(tmp_path)
+    path = cached(tmp_path)
+    owners.record(str(path), "alice")
+    with pytest.raises(UploadGone) as err:
+        owners.take(str(path), "bob")
+    assert "not yours" in str(err.value)
+    assert path.exists()
+    assert not owners.owns(str(path), "bob") and owners.owns(str(path), "alice")
+
+
+def test_paths_outside_the_cache_are_never_served_or_read(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    owners = UploadOwners(cache)
+    outside = tmp_path / "secret.txt"
+    outside.write_text("x")
+    owners.record(str(outside), "alice")
+    assert not owners.owns(str(outside), "alice")
+    sneaky = str(cache / ".." / "secret.txt")
+    with pytest.raises(UploadGone):
+        owners.take(sneaky, "alice")
+    assert outside.exists()
+
+
+def test_uploads_never_submitted_are_swept(tmp_path):
+    now = [1000.0]
+    owners = UploadOwners(tmp_path, clock=lambda: now[0])
+    path = cached(tmp_path)
+    owners.record(str(path), "alice")
+    assert owners.sweep(max_age=600) == 0 and path.exists()
+    now[0] += 601
+    assert owners.sweep(max_age=600) == 1
+    assert not path.exists() and not path.parent.exists()
+
+
+def test_reading_is_capped(tmp_path):
+    owners = UploadOwners(tmp_path)
+    path = cached(tmp_path, data=b"x" * 100)
+    owners.record(str(path), "alice")
+    assert len(owners.take(str(path), "alice", max_bytes=10)) == 11  # one over: "too large"
+    assert not path.exists()
+
+
+def test_serve_command_imports_no_gradio_before_the_ram_dir_is_set():
+    code = (
+        "import sys\n"
+        "import webui.cli, webui.cli_serve, webui.ramdir\n"
+        "assert 'gradio' not in sys.modules, 'gradio imported too early'\n"
+        "assert 'diffusers' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
