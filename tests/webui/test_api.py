@@ -13,6 +13,7 @@ import inspect
 import io
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -140,7 +141,7 @@ def personal(api_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 @pytest.fixture(scope="module")
 def team(api_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     yield from start_server(tmp_path_factory.mktemp("team"), api_models, accounts=True,
-                            default_model=SD, max_upload_megapixels=1)
+                            default_model=SD, max_upload_megapixels=1, max_upload_mb=1)
 
 
 @pytest.fixture(scope="module")
@@ -550,6 +551,10 @@ def test_nothing_of_a_request_is_logged(team: Running, alice: Member,
         ("img2img", {"init_images": [base64.b64encode(b"hello, not a picture").decode()]}, 422,
          "init_images"),
         ("img2img", {"init_images": [b64(photo((1200, 1000)))]}, 413, "init_images"),
+        ("img2img", {"init_images": [base64.b64encode(os.urandom(1_100_000)).decode()]}, 413,
+         "init_images"),
+        ("img2img", {"init_images": [b64(photo())], "mask": b64(photo((1200, 1000)))}, 413,
+         "mask"),
         ("img2img", {"init_images": [b64(photo())], "mask": "%%%"}, 422, "mask"),
         ("img2img", {}, 422, "init_images"),
         ("txt2img", {"steps": 1000}, 422, "steps"),
@@ -579,6 +584,8 @@ def test_bodies_that_are_not_json_objects_are_refused(team: Running, alice: Memb
     url = f"{team.url}/sdapi/v1/txt2img"
     assert_error(httpx.post(url, content=b"{not json", headers=alice.bearer), 422)
     assert_error(httpx.post(url, json=[1, 2], headers=alice.bearer), 422)
+    huge = b'{"prompt": "' + b"a" * 5_000_000 + b'"}'  # over 3 x max_upload_mb + 1 MB
+    assert_error(httpx.post(url, content=huge, headers=alice.bearer), 413)
     assert_error(httpx.post(f"{team.url}/sdapi/v1/options", json={"sd_model_checkpoint": "nope"},
                             headers=alice.bearer), 422, "sd_model_checkpoint")
     assert_healthy(team, alice.bearer)
