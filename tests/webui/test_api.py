@@ -248,9 +248,11 @@ def test_webuiapi_txt2img_returns_labelled_pngs_and_the_seeds(client: webuiapi.W
 
 
 def test_webuiapi_img2img_starts_from_the_photo(client: webuiapi.WebUIApi, personal: Running):
-    result = client.img2img(images=[photo()], prompt=PROMPT, width=64, height=64, steps=4,
-                            denoising_strength=0.5, seed=3)
+    result = client.img2img(images=[photo(), photo()], prompt=PROMPT, width=64, height=64,
+                            steps=4, denoising_strength=0.5, seed=3)
     assert result.image.size == (64, 64)
+    assert "init_images[1:]" in result.info["obscura_ignored"]
+    assert result.parameters["init_images"] is None  # the photo is not sent back
     assert result.info["denoising_strength"] == 0.5
     assert PHOTO_BASED in result.image.info["XML:com.adobe.xmp"]
     assert "parameters" not in result.image.info

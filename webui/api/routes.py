@@ -87,13 +87,13 @@ def build_api_router(studio: Studio) -> APIRouter:
         )
         scrubbed = functools.partial(clean_picture, max_bytes=studio.max_upload_bytes,
                                    max_pixels=studio.max_upload_pixels)
-        photo = await asyncio.to_thread(scrubbed, body.init_images[0], "init_images")
+        photo_text, mask_text = body.take_pictures()
+        photo = await asyncio.to_thread(scrubbed, photo_text, "init_images")
         mask = None
-        if body.mask is not None:
-            raw_mask = await asyncio.to_thread(scrubbed, body.mask, "mask", mask=True)
+        if mask_text is not None:
+            raw_mask = await asyncio.to_thread(scrubbed, mask_text, "mask", mask=True)
             mask = prepare_mask(raw_mask, photo.size, bool(body.inpainting_mask_invert))
-        body.init_images = None
-        body.mask = None
+        del photo_text, mask_text
         inputs.photo, inputs.mask, inputs.mask_blur = photo, mask, max(0, body.blur)
         del photo, mask
         return await api.generate(request, viewer, body, inputs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 
 class GenerationFields(BaseModel):
@@ -84,9 +84,20 @@ class Img2ImgRequest(GenerationFields):
     inpainting_mask_invert: int = 0
     initial_noise_multiplier: float | None = None
     include_init_images: bool = False
+    _photos_sent: int = PrivateAttr(default=0)
+
+    def take_pictures(self) -> tuple[str, str | None]:
+        """The first init image and the mask, dropped from the body (only they are used)."""
+        assert self.init_images
+        photo, mask = self.init_images[0], self.mask
+        self._photos_sent = len(self.init_images)
+        self.init_images = self.mask = None
+        return photo, mask
 
     def ignored(self) -> list[str]:
         names = super().ignored()
+        if self._photos_sent > 1:
+            names.append("init_images[1:]")
         if self.resize_mode:
             names.append("resize_mode")
         if self.mask is not None:
