@@ -606,6 +606,27 @@ def test_other_endpoints_are_named_as_unsupported(team: Running, alice: Member, 
     assert f"/sdapi/v1/{endpoint}" in body["detail"]
 
 
+def test_save_images_keeps_nothing_in_personal_mode(personal: Running):
+    data_dir = personal.studio.settings.data_dir
+    before = sorted(p.relative_to(data_dir) for p in data_dir.rglob("*") if p.is_file())
+    response = httpx.post(f"{personal.url}/sdapi/v1/txt2img", json=small(save_images=True),
+                          timeout=60)
+    info = json.loads(response.json()["info"])
+    assert info["obscura_saved_to_gallery"] is False
+    assert "save_images" in info["obscura_ignored"]
+    after = sorted(p.relative_to(data_dir) for p in data_dir.rglob("*") if p.is_file())
+    assert after == before
+
+
+def test_a_logged_in_browser_may_call_the_api_but_no_other_site(team: Running):
+    with httpx.Client(base_url=team.url) as browser:
+        login = browser.post("/login", data={"username": "bob", "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        assert browser.get("/sdapi/v1/options").status_code == 200
+        forged = browser.post("/sdapi/v1/interrupt", headers={"origin": "http://evil.example"})
+        assert forged.status_code == 403
+
+
 def test_no_swagger_page_or_schema_is_served(personal: Running):
     for path in ("/docs", "/redoc", "/openapi.json", "/sdapi/v1/docs"):
         response = httpx.get(f"{personal.url}{path}")
