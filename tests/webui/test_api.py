@@ -9,7 +9,6 @@ bad input. Pictures are 64 px, jobs a few steps, Argon2 at its lowest cost.
 from __future__ import annotations
 
 import base64
-import inspect
 import io
 import json
 import logging
@@ -49,32 +48,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def with_api_router(app: Any, studio: Any) -> Any:
-    """``build_app`` with the API: as is once the server includes the router; until then the
-    router is mounted in front, behind the same security headers and origin check."""
-    from fastapi import FastAPI
-
-    import webui.server
-
-    if "build_api_router" in inspect.getsource(webui.server):
-        return app
-    from webui.api import build_api_router
-    from webui.middleware.headers import SecurityHeadersMiddleware
-    from webui.middleware.origin import SameOriginMiddleware
-
-    api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    api.include_router(build_api_router(studio))
-    front = SecurityHeadersMiddleware(SameOriginMiddleware(api))
-
-    async def dispatch(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope.get("path", "").startswith("/sdapi/"):
-            await front(scope, receive, send)
-        else:
-            await app(scope, receive, send)
-
-    return dispatch
-
-
 @dataclass
 class Running:
     url: str
@@ -102,7 +75,7 @@ def start_server(
     port = free_port()
     config = Settings(data_dir=data, models_dir=models_dir, port=port, **settings)
     studio, _tls, _warnings = prepare(config, ram, **options)
-    app = with_api_router(build_app(studio), studio)
+    app = build_app(studio)  # the server's own app, /sdapi/v1 included
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
                        access_log=False)
