@@ -170,7 +170,8 @@ STORES: tuple[Store, ...] = (
     Store(
         name="keys in memory",
         holds="Spool keys; unwrapped gallery private keys of logged-in owners; the login "
-        "throttle's counters under a daily HMAC key (no raw username or IP).",
+        "throttle's counters under a daily HMAC key (no raw username or IP); each API caller's "
+        "chosen model name, by pseudonymous id (until restart).",
         where="server process memory only",
         encryption="not applicable; never written to disk",
         retention="spool keys until the job ends; private keys until logout or session expiry; "
@@ -194,8 +195,12 @@ FLOWS: tuple[str, ...] = (
     "Upload: the browser sends a photo; it lands in the RAM directory (never on disk).",
     "Scrub: the handler reads it once, deletes the cached file, checks size and pixel limits, "
     "decodes in memory, applies EXIF orientation and rebuilds a picture with no metadata.",
-    "Wait: if the job queues, the clean picture goes into the spool, encrypted under a key held "
-    "only in memory.",
+    "API (/sdapi/v1): a client sends the prompt and base64 pictures in a JSON body, read into "
+    "memory only (never a temp file; bounded in size); the pictures are decoded and scrubbed in "
+    "memory, then wait and run as below; results go back as base64 PNGs in the JSON response and, "
+    "with save_images, are sealed into the caller's gallery (accounts mode only).",
+    "Wait: from the moment it is queued until its job starts, the clean picture is kept only in "
+    "the spool, encrypted under a key held only in memory.",
     "Run: the worker decrypts in memory and runs the model; when the job ends in any way the "
     "spool key is forgotten and the file unlinked.",
     "Return: the picture goes back to the browser as an in-memory response (no plaintext file), "

@@ -223,7 +223,9 @@ def token_create(username: str, token_name: str, data_dir: Path | None) -> None:
         secret = accounts.create_token(accounts.user_id_for(username), token_name)
     click.echo(secret)
     click.echo(
-        "Keep this token safe; it is not shown again. Send it as 'Authorization: Bearer …'.",
+        "Keep this token safe; it is not shown again. Send it as 'Authorization: Bearer …', "
+        "or as the password with your user name (HTTP Basic, e.g. webuiapi's set_auth); "
+        "see docs/api.md.",
         err=True,
     )
 
