@@ -40,7 +40,7 @@ from webui.ui.app import CSS, build_blocks
 from webui.ui.common import TRANSLATIONS
 
 log = logging.getLogger("obscura.webui")
-SWEEP_SECONDS = 60.0
+SWEEP_SECONDS = 15.0
 
 
 def is_loopback(host: str) -> bool:

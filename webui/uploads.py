@@ -10,6 +10,7 @@ never submitted are deleted by :meth:`UploadOwners.sweep` after a few minutes.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 import time
@@ -18,6 +19,11 @@ from pathlib import Path
 from core.errors import InputError
 
 UNCLAIMED_SECONDS = 10 * 60
+# What Gradio's mask painter uploads while the person works. It uploads the photo, the painted
+# layer and the composite before a submit and, once the job is done, uploads the same files
+# again; nothing refers to those copies, so they are swept after a short while.
+EDITOR_FILES = re.compile(r"(background|composite|layer(_\d+)?)\.(png|webp|jpe?g)")
+EDITOR_SECONDS = 120
 
 
 class UploadGone(InputError):
@@ -29,8 +35,17 @@ def _gone() -> UploadGone:
 
 
 class UploadOwners:
-    def __init__(self, cache_dir: Path, clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        clock=time.monotonic,
+        *,
+        short_lived: re.Pattern[str] = EDITOR_FILES,
+        short_seconds: float = EDITOR_SECONDS,
+    ) -> None:
         self.cache_dir = Path(os.path.realpath(cache_dir))
+        self.short_lived = short_lived
+        self.short_seconds = short_seconds
         self._owners: dict[str, tuple[set[str], float]] = {}
         self._lock = threading.Lock()
         self._clock = clock
@@ -74,6 +89,23 @@ class UploadOwners:
             self.discard(real)
         return data
 
+    def discard_pending(self, owner: str, name: re.Pattern[str]) -> int:
+        """Delete ``owner``'s not-yet-submitted uploads whose file name matches ``name``.
+
+        The mask painter uploads the photo and each painted layer as the person works; only
+        the last versions are submitted. The earlier ones go when the painting is submitted.
+        """
+        with self._lock:
+            mine = [
+                path for path, (owners, _) in self._owners.items()
+                if owners == {owner} and name.fullmatch(Path(path).name)
+            ]
+            for path in mine:
+                self._owners.pop(path, None)
+        for path in mine:
+            self.discard(Path(path))
+        return len(mine)
+
     def discard(self, real: Path) -> None:
         """Delete the file and, when it is one of Gradio's per-upload folders, the folder."""
         folder = real.parent
@@ -88,8 +120,12 @@ class UploadOwners:
         """Delete uploads nobody submitted within ``max_age`` seconds, and untracked strays."""
         now = self._clock()
         removed = 0
+        def limit(path: str) -> float:
+            short = self.short_lived.fullmatch(Path(path).name) is not None
+            return min(max_age, self.short_seconds) if short else max_age
+
         with self._lock:
-            stale = [p for p, (_, at) in self._owners.items() if now - at > max_age]
+            stale = [p for p, (_, at) in self._owners.items() if now - at > limit(p)]
             for path in stale:
                 self._owners.pop(path, None)
             tracked = set(self._owners)

@@ -62,7 +62,8 @@ def main() -> None:
 
     studio, _, _ = prepare(settings, ram, hasher=cheap)
     app = build_app(studio)
-    Sweeper(studio, interval=1.0).start()
+    studio.uploads.short_seconds = 2.0  # the mask painter's re-uploads (2 min in real use)
+    Sweeper(studio, interval=0.5).start()
     config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, access_log=False,
                             log_level="warning", timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -218,5 +217,98 @@ def test_no_connection_left_the_server_during_the_browser_session(accounts_serve
     assert accounts_server.net_attempts() == []
 
 
-def _unused(path: Path) -> None:  # keeps Path imported for type readers
-    return None
+
+
+def test_inpaint_by_painting_a_mask(browser, accounts_server, tmp_path):
+    context = browser.new_context(locale="en-GB", viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.goto(accounts_server.url + "/login")
+    page.fill("#username", "alice")
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    page.get_by_role("tab", name="Inpaint").click()
+    photo = tmp_path / "room.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (30, 160, 90)).save(photo)
+    canvas = page.locator("#inpaint-editor canvas").first
+    canvas.wait_for()  # the painter is ready
+    placeholder = page.locator("#inpaint-editor").get_by_text("Upload an image")
+    for _ in range(3):
+        page.locator("#inpaint-editor input[type=file]").first.set_input_files(str(photo))
+        try:
+            placeholder.wait_for(state="hidden", timeout=5_000)
+            break
+        except playwright_api.TimeoutError:
+            continue
+    page.wait_for_timeout(300)
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 30, cy)
+    page.mouse.down()
+    for dx in range(-30, 31, 5):
+        page.mouse.move(cx + dx, cy + dx / 3)
+    page.mouse.up()
+    set_small(page, "inpaint")
+    page.locator("#inpaint-prompt textarea").fill("a window")
+    page.click("#inpaint-go")
+    try:
+        page.wait_for_function(
+            "() => document.querySelectorAll(\"#tab-inpaint #result img[src^='data:image/png']\")"
+            ".length > 0", timeout=TIMEOUT)
+    finally:
+        shot(page, "10-inpaint")
+    context.close()
+
+
+def test_download_all_and_delete_all_my_pictures(browser, accounts_server):
+    context = browser.new_context(locale="en-GB", accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.goto(accounts_server.url + "/login")
+    page.fill("#username", "alice")
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    page.get_by_role("tab", name="Privacy").click()
+    with page.expect_download() as download:
+        page.click("#download-all")
+    import zipfile
+
+    archive = zipfile.ZipFile(download.value.path())
+    names = archive.namelist()
+    assert names and all(name.endswith(".png") for name in names)
+    stored = key_files(accounts_server)
+    page.locator("#delete-confirm textarea, #delete-confirm input").first.fill("DELETE")
+    page.click("#delete-all")
+    page.locator("#privacy-status").filter(has_text=f"Deleted {len(names)} picture").wait_for()
+    assert key_files(accounts_server) == stored - len(names)  # only alice's went
+    page.locator("#privacy-summary").filter(has_text="encrypted gallery: 0").wait_for()
+    shot(page, "11-deleted-all")
+    context.close()
+
+
+def test_a_chinese_browser_gets_chinese_without_choosing(browser, accounts_server):
+    context = browser.new_context(locale="zh-CN")
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.goto(accounts_server.url + "/login")
+    assert page.locator("h1").inner_text() == "登录 Obscura"
+    page.fill("#username", "bob")
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    page.get_by_role("tab", name="文字生图").wait_for()
+    context.close()
+
+
+def test_after_the_browser_session_no_plaintext_picture_or_exif_is_left(accounts_server):
+    from leftovers import files_in, plaintext_images, wait_until
+
+    # every upload (photos, the painter's layers) was taken out of the cache when submitted
+    left = accounts_server.ram_dir / "gradio"
+    assert wait_until(lambda: files_in(left) == []), files_in(left)
+    assert plaintext_images(accounts_server.ram_dir) == []
+    skip = (accounts_server.data_dir / "models",)
+    assert plaintext_images(accounts_server.data_dir, skip=skip) == []
+    assert plaintext_images(accounts_server.system_tmp) == []
+    assert accounts_server.net_attempts() == []

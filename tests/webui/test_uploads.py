@@ -65,6 +65,32 @@ def test_uploads_never_submitted_are_swept(tmp_path):
     assert not path.exists() and not path.parent.exists()
 
 
+def test_superseded_painter_uploads_of_the_owner_are_discarded(tmp_path):
+    import re
+
+    owners = UploadOwners(tmp_path)
+    stale = cached(tmp_path / "a", "layer_0.png")
+    photo = cached(tmp_path / "b", "holiday.jpg")
+    others = cached(tmp_path / "c", "background.png")
+    owners.record(str(stale), "alice")
+    owners.record(str(photo), "alice")
+    owners.record(str(others), "bob")
+    assert owners.discard_pending("alice", re.compile(r"(background|layer_\d+)\.png")) == 1
+    assert not stale.exists() and photo.exists() and others.exists()
+
+
+def test_the_painters_re_uploads_are_swept_sooner_than_photos(tmp_path):
+    now = [0.0]
+    owners = UploadOwners(tmp_path, clock=lambda: now[0], short_seconds=120)
+    layer = cached(tmp_path / "a", "layer_0.png")
+    photo = cached(tmp_path / "b", "holiday.jpg")
+    owners.record(str(layer), "alice")
+    owners.record(str(photo), "alice")
+    now[0] = 121
+    assert owners.sweep(max_age=600) == 1
+    assert not layer.exists() and photo.exists()
+
+
 def test_reading_is_capped(tmp_path):
     owners = UploadOwners(tmp_path)
     path = cached(tmp_path, data=b"x" * 100)

@@ -3,7 +3,9 @@
 The Content-Security-Policy allows no third-party origin at all: scripts, styles, fonts,
 images and connections come from this server only (plus ``data:``/``blob:`` images, which is how
 pictures reach the browser without a file). Gradio's ``index.html`` has inline scripts and
-styles, hence ``'unsafe-inline'`` for those two; nothing is allowed to be fetched elsewhere.
+styles, hence ``'unsafe-inline'`` for those two, and the mask painter (pixi.js inside Gradio's
+image editor) compiles its shaders with ``new Function``, hence ``'unsafe-eval'``: with inline
+scripts already allowed it adds little, and nothing is allowed to be fetched elsewhere.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
-        "script-src 'self' 'unsafe-inline'",
+        "script-src 'self' 'unsafe-inline' 'unsafe-eval'",
         "style-src 'self' 'unsafe-inline'",
         "img-src 'self' data: blob:",
         "media-src 'self' data: blob:",

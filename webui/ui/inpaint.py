@@ -25,6 +25,7 @@ from webui.ui.common import (
     stream,
     viewer_of,
 )
+from webui.uploads import EDITOR_FILES
 
 
 def build(studio: Studio) -> None:
@@ -76,6 +77,7 @@ def build(studio: Studio) -> None:
             # Every file the editor sent is read once and deleted now, used or not.
             raw = [take_photo(studio, viewer, source) for source in sources]
             mask_bytes = take_photo(studio, viewer, mask) if mask else None
+            studio.uploads.discard_pending(viewer.user_id, EDITOR_FILES)
             photo, layer_bytes = raw[0], [data for data in raw[2:] if data]
             if photo is None:
                 raise gr.Error(text("no_photo", lang), print_exception=False)
