@@ -159,6 +159,15 @@ def test_bob_cannot_observe_or_cancel_alices_job(accounts_server):
     bob.close()
 
 
+def test_a_member_calling_the_admin_functions_directly_is_refused(accounts_server):
+    bob = accounts_server.login("bob")
+    for name in ("make_invite", "list_users"):
+        result = run_raw(bob, name, [], session_hash=f"bob-admin-{name}")
+        assert result["success"] is False
+        assert "Only administrators" in result["output"]["error"]
+    bob.close()
+
+
 def test_no_plaintext_or_exif_is_left_after_the_session(accounts_server):
     # the upload alice never submitted is the only plaintext allowed, in RAM, until swept
     skip = (accounts_server.data_dir / "models",)

@@ -312,3 +312,56 @@ def test_after_the_browser_session_no_plaintext_picture_or_exif_is_left(accounts
     assert plaintext_images(accounts_server.data_dir, skip=skip) == []
     assert plaintext_images(accounts_server.system_tmp) == []
     assert accounts_server.net_attempts() == []
+
+
+def test_admin_makes_an_invite_and_an_api_token_that_gradio_client_can_use(browser,
+                                                                          accounts_server):
+    from gradio_client import Client
+
+    context = browser.new_context(locale="en-GB")
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.goto(accounts_server.url + "/login")
+    page.fill("#username", "alice")
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    page.get_by_role("tab", name="Admin").click()
+    page.click("#admin-refresh")
+    page.locator("#admin-users").get_by_text("bob").first.wait_for()
+    secret = page.locator("#admin-secret textarea, #admin-secret input").first
+    page.click("#admin-invite")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#admin-secret textarea, #admin-secret input')]"
+        ".some(e => e.value.startsWith('Invite code'))")
+    code = secret.input_value().split(": ", 1)[1]
+    page.click("#admin-token")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#admin-secret textarea, #admin-secret input')]"
+        ".some(e => e.value.startsWith('API token'))")
+    token = secret.input_value().split(": ", 1)[1]
+    shot(page, "12-admin")
+    context.close()
+    with accounts_server.client() as http:
+        form = {"invite": code, "username": "grace", "password": PASSWORD,
+                "password2": PASSWORD}
+        assert http.post("/register", data=form).status_code == 303
+    client = Client(accounts_server.url + "/", headers={"Authorization": f"Bearer {token}"},
+                    verbose=False)
+    pictures, _, _ = client.predict(prompt="a kite", negative_prompt="", style="", model="",
+                                    sampler="", num_inference_steps=2, guidance_scale=5.0,
+                                    width=64, height=64, seed=1, batch_size=1,
+                                    api_name="/txt2img")
+    assert pictures[0]["image"]["url"].startswith("data:image/png")
+
+
+def test_a_member_cannot_use_the_admin_page(browser, accounts_server):
+    context = browser.new_context(locale="en-GB")
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.goto(accounts_server.url + "/login")
+    page.fill("#username", "bob")
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    page.wait_for_selector("#txt2img-go")
+    assert not page.get_by_role("tab", name="Admin").is_visible()
+    context.close()
