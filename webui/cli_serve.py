@@ -17,6 +17,8 @@ from privacy.errors import PrivacyError
 
 
 @click.command()
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
+              help="Settings file (default: $OBSCURA_CONFIG, else <data-dir>/obscura.toml).")
 @click.option("--host", help="Address to listen on (default 127.0.0.1). Other addresses need "
               "accounts and TLS.")
 @click.option("--port", type=int, help="Port (default 7860).")
@@ -34,7 +36,7 @@ from privacy.errors import PrivacyError
               help="Allow plain HTTP on a LAN address (passwords and pictures in the clear).")
 @click.option("--allow-disk-temp", is_flag=True, default=None,
               help="Start even without a RAM-backed temp folder (uploads may touch the disk).")
-def serve(**flags: object) -> None:
+def serve(config: Path | None, **flags: object) -> None:
     """Start the web UI (default http://127.0.0.1:7860).
 
     With no accounts, Obscura runs in personal mode: no login, loopback only, nothing kept.
@@ -45,8 +47,9 @@ def serve(**flags: object) -> None:
     from webui.config import load_settings
     from webui.ramdir import acquire_ram_dir
 
+    ram = None
     try:
-        settings = load_settings(flags)
+        settings = load_settings(flags, config=config)
         ram = acquire_ram_dir(settings.allow_disk_temp)
         ram.activate()  # GRADIO_TEMP_DIR, TMPDIR: before gradio is imported
         from webui.server import serve as run_server
@@ -55,3 +58,6 @@ def serve(**flags: object) -> None:
     except (InputError, PrivacyError) as err:
         click.echo(f"Error: {err}", err=True)
         sys.exit(2)
+    finally:
+        if ram is not None:
+            ram.release()

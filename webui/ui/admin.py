@@ -23,8 +23,9 @@ def build(studio: Studio) -> None:
         token_name = gr.Textbox(label=label("admin_tokens"), value="script", max_length=40)
         token = gr.Button(label("admin_new_token"), elem_id="admin-token")
     secret = gr.Textbox(label="", interactive=False, elem_id="admin-secret")
-    gr.Markdown(f"{studio.settings.retention_days}", elem_id="admin-retention",
-                label=label("admin_retention_default"))
+    # The default comes from retention_days in obscura.toml (docs/configuration.md).
+    gr.Number(studio.settings.retention_days, label=label("admin_retention_default"),
+              interactive=False, elem_id="admin-retention")
 
     def require_admin(request: gr.Request):
         viewer = viewer_of(studio, request)

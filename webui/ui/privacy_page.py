@@ -49,6 +49,11 @@ def build(studio: Studio) -> None:
         delete_all = gr.Button(label("delete_all"), variant="stop", elem_id="delete-all")
     # Built in memory by webui.downloads on request; never a file in Gradio's cache.
     gr.Button(label("download_all"), link="/my/pictures.zip", elem_id="download-all")
+    with gr.Row():
+        token_name = gr.Textbox(label=label("admin_tokens"), value="script", max_length=40,
+                                elem_id="my-token-name")
+        make_token = gr.Button(label("admin_new_token"), elem_id="my-token")
+    token_shown = gr.Textbox(label="", interactive=False, elem_id="my-token-secret")
     status = gr.Markdown("", elem_id="privacy-status")
     accounts, gallery = studio.accounts, studio.gallery
 
@@ -75,6 +80,16 @@ def build(studio: Studio) -> None:
         count = gallery.delete_owner(viewer.user_id) if gallery else 0
         return text("deleted_all", lang, count=count), stored_summary(studio, request), ""
 
+    def new_token(name: str, request: gr.Request) -> str:
+        viewer = viewer_of(studio, request)
+        lang = language_of(request)
+        try:
+            value = accounts.create_token(viewer.user_id, (name or "").strip())
+        except Exception as err:  # noqa: BLE001  (TokenError: one sentence)
+            raise gr.Error(error_text(err, lang), print_exception=False) from None
+        return text("token_made", lang, token=value)
+
+    make_token.click(new_token, token_name, token_shown, api_visibility="private")
     save.click(save_settings, [retention, embed], [status, summary], api_visibility="private")
     delete_all.click(remove_all, confirm, [status, summary, confirm], api_visibility="private")
     refresh.click(load_settings, None, [retention, embed, summary], api_visibility="private")
