@@ -88,6 +88,7 @@ async def paint(
     *,
     photo: bytes | None = None,
     mask: Image.Image | None = None,
+    mask_must_match: bool = False,
 ) -> AsyncIterator[Progress]:
     """Run one job for ``viewer`` and yield its progress; raises :class:`PaintError`."""
     owner = viewer.user_id
@@ -102,7 +103,14 @@ async def paint(
             )
             del photo
             if mask is not None and mask.size != clean.size:
-                # The editor's canvas may differ from the upright photo by rounding.
+                if mask_must_match:  # a mask file sent with the photo
+                    raise InputError(
+                        "mask_size_mismatch",
+                        "The mask must be the same size as the photo ({width}x{height}); "
+                        "draw it on the same photo.",
+                        width=clean.width, height=clean.height,
+                    )
+                # The painter's canvas may differ from the upright photo by rounding.
                 mask = mask.resize(clean.size, Image.Resampling.NEAREST)
             # Checked with the pictures in memory, before anything is written anywhere.
             checked = dataclasses.replace(request, image=clean, mask=mask)

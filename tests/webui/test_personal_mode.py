@@ -117,6 +117,27 @@ def test_inpaint_with_a_mask_file(client, tmp_path):
     assert decode(pictures[0]["image"]).size == (64, 64)
 
 
+def test_a_mask_file_of_the_wrong_size_is_explained(client, tmp_path):
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (64, 64), (10, 120, 200)).save(photo)
+    mask = tmp_path / "m.png"
+    Image.new("L", (32, 48), 255).save(mask)
+    with pytest.raises(AppError) as err:
+        client.predict(
+            image={"background": handle_file(str(photo)), "layers": [], "composite": None},
+            mask=handle_file(str(mask)), prompt="x", strength=0.9, width=0, height=0,
+            api_name="/inpaint", **SMALL)
+    assert "same size as the photo (64x64)" in str(err.value)
+
+
+def test_an_upload_over_the_size_limit_is_refused_and_not_kept(personal_server):
+    with personal_server.client() as http:
+        response = http.post("/gradio_api/upload",
+                             files={"files": ("big.png", b"\x89PNG" + b"0" * 6_000_000)})
+    assert response.status_code == 413
+    assert files_in(personal_server.ram_dir / "gradio") == []
+
+
 def test_a_non_image_upload_gets_one_clear_sentence_and_is_deleted(client, personal_server,
                                                                    tmp_path):
     fake = tmp_path / "notes.png"

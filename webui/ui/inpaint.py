@@ -98,7 +98,8 @@ def build(studio: Studio) -> None:
             studio, prompt, negative_prompt, style, model, sampler, num_inference_steps,
             guidance_scale, width, height, seed, batch_size, strength,
         )
-        async for update in stream(studio, request, generation, photo=photo, mask=painted):
+        async for update in stream(studio, request, generation, photo=photo, mask=painted,
+                                   mask_must_match=mask_bytes is not None):
             yield update
 
     go.click(
