@@ -191,23 +191,36 @@ class Sweeper:
                 log.error("sweep failed: %s", type(err).__name__)
 
 
-def prepare(settings: Settings, ram: RamDir, **account_options: object) -> tuple[Studio, TlsFiles | None, list[str]]:
+def prepare(
+    settings: Settings, ram: RamDir, **account_options: object
+) -> tuple[Studio, TlsFiles | None, list[str]]:
     """Everything but listening: mode, exposure checks, TLS, demo model, the studio."""
+    built: list[Studio] = []
+
+    def purge_if_session_only(user_id: str) -> None:
+        # Retention 0 = "only while I am logged in": the last session ended, the pictures go.
+        studio = built[0] if built else None
+        if studio is None or studio.gallery is None or studio.accounts is None:
+            return
+        if studio.accounts.settings(user_id).retention_days == 0:
+            studio.gallery.purge_owner(user_id)
+
+    account_options.setdefault("on_session_end", purge_if_session_only)
     accounts = open_accounts(settings.data_dir, **account_options)
-    tls = resolve_tls(settings)
-    warnings = check_exposure(settings, accounts is None, tls is not None)
+    try:
+        tls = resolve_tls(settings)
+        warnings = check_exposure(settings, accounts is None, tls is not None)
+    except Exception:
+        if accounts is not None:
+            accounts.close()
+        raise
     if not ram.on_ram:
         warnings.append("WARNING: uploads are cached on disk while processed (--allow-disk-temp).")
     if accounts is not None:
         accounts.end_all_sessions()  # keys of an earlier process are gone: log in again
-
-        def purge_if_session_only(user_id: str) -> None:
-            if studio.gallery is not None and accounts.settings(user_id).retention_days == 0:
-                studio.gallery.purge_owner(user_id)
-
-        accounts._on_session_end = purge_if_session_only  # noqa: SLF001
     ensure_demo_model(settings.models_path)
     studio = open_studio(settings, ram, accounts=accounts, secure_cookie=tls is not None)
+    built.append(studio)
     return studio, tls, warnings
 
 

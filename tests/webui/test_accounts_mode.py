@@ -168,6 +168,19 @@ def test_a_member_calling_the_admin_functions_directly_is_refused(accounts_serve
     bob.close()
 
 
+def test_retention_zero_keeps_pictures_only_until_logout(accounts_server):
+    carol = accounts_server.login("carol")  # her only session
+    assert run_raw(carol, "save_settings", [0, False], "carol-1")["success"] is True
+    painted = run_raw(carol, "txt2img", ["a kettle", "", "", "", "", 2, 5.0, 64, 64, 1, 1],
+                      "carol-1")
+    assert painted["success"] is True
+    gallery = accounts_server.data_dir / "gallery"
+    before = len(list(gallery.rglob("*.key")))
+    carol.get("/logout")
+    assert wait_until(lambda: len(list(gallery.rglob("*.key"))) == before - 1)
+    carol.close()
+
+
 def test_no_plaintext_or_exif_is_left_after_the_session(accounts_server):
     # the upload alice never submitted is the only plaintext allowed, in RAM, until swept
     skip = (accounts_server.data_dir / "models",)
