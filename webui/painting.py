@@ -143,7 +143,8 @@ async def paint(
         while not job.done:
             position = studio.queue.position(job)
             if job.state is JobState.QUEUED and position > 0:
-                yield Progress(text("queued", lang, position=position - 1))
+                # In line at ``position``: the running job and those before it are ahead.
+                yield Progress(text("queued", lang, position=position))
             elif job.total_steps:
                 preview = job.preview
                 url = None

@@ -187,6 +187,22 @@ def test_accounts_mode_on_the_lan_needs_tls_unless_overridden():
     assert warnings and "WARNING" in warnings[0]
 
 
+def test_progress_previews_and_queue_position_are_reported(personal_server):
+    first = Client(personal_server.url + "/", verbose=False)
+    second = Client(personal_server.url + "/", verbose=False)
+    long = {**SMALL, "num_inference_steps": 40}
+    running = first.submit(prompt="one", width=192, height=192, api_name="/txt2img", **long)
+    assert wait_until(lambda: any("step" in str(out[2]) for out in running.outputs()), 60)
+    waiting = second.submit(prompt="two", width=64, height=64, api_name="/txt2img", **SMALL)
+    running.result(timeout=120)
+    waiting.result(timeout=120)
+    statuses = [str(out[2]) for out in running.outputs()]
+    assert any(s.startswith("Painting: step") for s in statuses)
+    previews = [out[1] for out in running.outputs() if isinstance(out[1], dict) and "url" in out[1]]
+    assert previews and previews[0]["url"].startswith("data:image/png")
+    assert "Waiting: 1 job(s) ahead of yours." in [str(out[2]) for out in waiting.outputs()]
+
+
 def test_stopping_the_server_wipes_the_ram_dir_and_the_spool(personal_server):
     personal_server.stop()
     assert personal_server.process.returncode is not None
