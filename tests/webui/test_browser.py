@@ -365,3 +365,25 @@ def test_a_member_cannot_use_the_admin_page(browser, accounts_server):
     page.wait_for_selector("#txt2img-go")
     assert not page.get_by_role("tab", name="Admin").is_visible()
     context.close()
+
+
+def test_admin_deletes_an_account_and_its_pictures(browser, accounts_server):
+    context = browser.new_context(locale="en-GB")
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.goto(accounts_server.url + "/login")
+    page.fill("#username", "alice")
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+    page.get_by_role("tab", name="Admin").click()
+    stored = key_files(accounts_server)
+    page.locator("#admin-delete-name textarea, #admin-delete-name input").first.fill("frank")
+    page.click("#admin-delete")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#admin-secret textarea, #admin-secret input')]"
+        ".some(e => e.value.startsWith('The account is deleted'))")
+    assert key_files(accounts_server) < stored  # frank had pictures left
+    context.close()
+    with accounts_server.client() as http:
+        response = http.post("/login", data={"username": "frank", "password": PASSWORD})
+        assert response.status_code == 401

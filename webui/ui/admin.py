@@ -23,6 +23,10 @@ def build(studio: Studio) -> None:
         token_name = gr.Textbox(label=label("admin_tokens"), value="script", max_length=40)
         token = gr.Button(label("admin_new_token"), elem_id="admin-token")
     secret = gr.Textbox(label="", interactive=False, elem_id="admin-secret")
+    with gr.Row():
+        doomed = gr.Textbox(label=label("admin_delete_name"), max_length=64,
+                            elem_id="admin-delete-name")
+        delete = gr.Button(label("admin_delete_user"), variant="stop", elem_id="admin-delete")
     # The default comes from retention_days in obscura.toml (docs/configuration.md).
     gr.Number(studio.settings.retention_days, label=label("admin_retention_default"),
               interactive=False, elem_id="admin-retention")
@@ -55,6 +59,25 @@ def build(studio: Studio) -> None:
             raise gr.Error(error_text(err, lang), print_exception=False) from None
         return text("token_made", lang, token=value)
 
+    def delete_user(username: str, request: gr.Request):
+        viewer = require_admin(request)
+        lang = language_of(request)
+        try:
+            user_id = accounts.user_id_for((username or "").strip().lower())
+            if user_id == viewer.user_id:
+                raise gr.Error(text("cannot_delete_self", lang), print_exception=False)
+            for job in studio.queue.jobs_of(user_id):
+                job.cancel()
+            accounts.delete_user(user_id)  # the wrapped key first: pictures unreadable now
+            if studio.gallery is not None:
+                studio.gallery.delete_owner(user_id)
+        except gr.Error:
+            raise
+        except Exception as err:  # noqa: BLE001  (AccountError: one sentence)
+            raise gr.Error(error_text(err, lang), print_exception=False) from None
+        return text("user_deleted", lang), list_users(request), ""
+
     refresh.click(list_users, None, users, api_visibility="private")
+    delete.click(delete_user, doomed, [secret, users, doomed], api_visibility="private")
     invite.click(make_invite, None, secret, api_visibility="private")
     token.click(make_token, token_name, secret, api_visibility="private")
