@@ -63,7 +63,8 @@ def start_server(state_dir: Path, mode: str) -> Iterator[RunningServer]:
     # server left there from what other programs on this machine write to /tmp.
     system_tmp = state_dir / "system-tmp"
     system_tmp.mkdir()
-    env = dict(os.environ, OBSCURA_RAM_DIR=f"/dev/shm/obscura-test-{os.getpid()}-{mode}",
+    ram_base = Path(f"/dev/shm/obscura-test-{os.getpid()}-{mode}")
+    env = dict(os.environ, OBSCURA_RAM_DIR=str(ram_base),
                PYTHONDONTWRITEBYTECODE="1", TMPDIR=str(system_tmp))
     log = open(state_dir / "server.log", "w")  # noqa: SIM115
     process = subprocess.Popen([sys.executable, str(HERE / "server_process.py"), str(state_dir),
@@ -94,6 +95,8 @@ def start_server(state_dir: Path, mode: str) -> Iterator[RunningServer]:
     finally:
         server.stop()
         log.close()
+        if ram_base.is_dir() and not any(ram_base.iterdir()):
+            ram_base.rmdir()  # the server removed its own folder; the base is the test's
 
 
 @pytest.fixture(scope="module")
