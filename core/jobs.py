@@ -227,7 +227,9 @@ class JobQueue:
         while True:
             with self._cv:
                 while not self._waiting and not self._closing:
-                    self._cv.wait()
+                    # Wake now and then to drop old results even when nobody submits.
+                    if not self._cv.wait(timeout=min(60.0, self.keep_ended)):
+                        self._prune()
                 if self._closing and not self._waiting:
                     return
                 job = self._waiting.popleft()

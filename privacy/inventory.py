@@ -157,13 +157,15 @@ STORES: tuple[Store, ...] = (
     ),
     Store(
         name="RAM directory",
-        holds="Gradio's upload cache (the upload as sent, for the moment between its arrival "
-        "and the handler reading it) and TMPDIR (large request bodies).",
+        holds="Gradio's upload cache (the upload as sent, with the original file name in its "
+        "path, for the moment between its arrival and the handler reading it) and TMPDIR "
+        "(large request bodies).",
         where="`$OBSCURA_RAM_DIR`, else `$XDG_RUNTIME_DIR/obscura`, else "
         "`/dev/shm/obscura-<uid>`; one `<pid>/` folder per server process (tmpfs, mode 0700)",
         encryption="none; memory only, never on a persistent disk",
-        retention="the handler deletes each upload as soon as it has read it; the folder is "
-        "wiped at exit and folders of dead processes at start",
+        retention="the handler deletes each upload (file and folder) as soon as it has read "
+        "it; an upload never submitted is deleted after 10 minutes, the mask painter's "
+        "re-uploads after 2; the folder is wiped at exit and folders of dead processes at start",
         readers="the server process",
         medium="memory",
     ),
@@ -171,7 +173,9 @@ STORES: tuple[Store, ...] = (
         name="keys in memory",
         holds="Spool keys; unwrapped gallery private keys of logged-in owners; the login "
         "throttle's counters under a daily HMAC key (no raw username or IP); each API caller's "
-        "chosen model name, by pseudonymous id (until restart).",
+        "chosen model name, by pseudonymous id (until restart); which upload path, Gradio "
+        "session and job belong to which pseudonymous id (never written); finished jobs' "
+        "results for up to 10 minutes unless fetched.",
         where="server process memory only",
         encryption="not applicable; never written to disk",
         retention="spool keys until the job ends; private keys until logout or session expiry; "
@@ -182,7 +186,9 @@ STORES: tuple[Store, ...] = (
     Store(
         name="browser page",
         holds="Pictures shown in the page (data: URLs) and, in personal mode, the only copy of "
-        "the results.",
+        "the results; cookies `obscura_session` (random session token; HttpOnly, "
+        "SameSite=Strict, Secure under TLS) and `obscura_lang` (the chosen language only). The "
+        "zip of my pictures is built in memory and streamed, never written.",
         where="the user's browser tab",
         encryption="TLS in transit on LAN addresses",
         retention="until the tab is closed (Gradio run history is switched off)",

@@ -163,3 +163,18 @@ def test_stop_cancels_waiting_jobs_and_runs_their_hooks(engine):
     q.stop()
     assert sorted(ended) == ["running", "waiting"]
     assert running.state is JobState.CANCELLED and waiting.state is JobState.CANCELLED
+
+
+def test_finished_results_are_dropped_after_keep_ended_even_when_idle(engine):
+    q = JobQueue([engine], keep_ended=0.2)
+    q.start()
+    try:
+        job = q.submit(_request(), owner="alice")
+        job.wait(60)
+        deadline = time.monotonic() + 5
+        while q.get(job.id, "alice") is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert q.get(job.id, "alice") is None
+        assert job.result is None and job.preview is None
+    finally:
+        q.stop()
