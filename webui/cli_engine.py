@@ -47,17 +47,6 @@ def _read_upload(path: Path, *, mask: bool):  # -> PIL.Image.Image
     return scrub_mask(data) if mask else scrub(data)
 
 
-def _parameters_text(result, prompt: str, negative: str) -> str:  # type: ignore[no-untyped-def]
-    text = prompt
-    if negative:
-        text += f"\nNegative prompt: {negative}"
-    text += (
-        f"\nSteps: {result.num_inference_steps}, Sampler: {result.sampler}, CFG scale: {result.guidance_scale:g}, "
-        f"Seed: {result.seed}, Size: {result.width}x{result.height}, Model: {result.model}"
-    )
-    return text
-
-
 @click.command()
 @click.option(
     "--prompt",
@@ -183,6 +172,7 @@ def generate(
     from core.engine import Engine, GenerationRequest
     from core.registry import ModelRegistry
     from privacy.output import encode_picture
+    from webui.infotext import infotext
 
     fmt = FORMATS.get(out_path.suffix.lower())
     if fmt is None:
@@ -224,13 +214,17 @@ def generate(
         result = engine.generate(request)
     except (InputError, PrivacyError) as err:
         raise click.ClickException(str(err)) from None
-    parameters = _parameters_text(result, prompt, negative_prompt) if embed_parameters else None
     out_path.parent.mkdir(parents=True, exist_ok=True)
     for index, picture in enumerate(result.images):
         target = (
             out_path
             if index == 0
             else out_path.with_name(f"{out_path.stem}-{index}{out_path.suffix}")
+        )
+        parameters = (
+            infotext(prompt, negative_prompt, result, result.seeds[index])
+            if embed_parameters
+            else None
         )
         data = encode_picture(
             picture, fmt, photo_based=result.mode != "txt2img", parameters=parameters

@@ -30,6 +30,7 @@ from privacy.scrub import scrub
 from webui.auth import Viewer
 from webui.components import data_url
 from webui.i18n import error_text, text
+from webui.infotext import infotext
 from webui.studio import Studio
 
 log = logging.getLogger("obscura.webui")
@@ -50,7 +51,7 @@ class Progress:
 
 def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=1)  # spool copy: fast, about as small
     return buffer.getvalue()
 
 
@@ -196,17 +197,11 @@ def _deliver(
     embed = False
     if studio.accounts is not None:
         embed = studio.accounts.settings(viewer.user_id).embed_parameters
-    parameters = None
-    if embed:
-        # AUTOMATIC1111's "parameters" text, written only when the owner opted in.
-        parameters = (
-            f"{request.prompt}\nNegative prompt: {request.negative_prompt}\n"
-            f"Steps: {result.num_inference_steps}, Sampler: {result.sampler}, "
-            f"CFG scale: {result.guidance_scale}, Seed: {result.seed}, "
-            f"Size: {result.width}x{result.height}, Model: {result.model}"
-        )
     urls = []
-    for image in result.images:
+    for image, seed in zip(result.images, result.seeds, strict=True):
+        parameters = None
+        if embed:
+            parameters = infotext(request.prompt, request.negative_prompt, result, seed)
         png = encode_picture(image, "png", photo_based=result.mode != "txt2img",
                              parameters=parameters)
         if studio.gallery is not None and studio.accounts is not None:

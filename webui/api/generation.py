@@ -29,6 +29,7 @@ from webui.api.problems import ApiError, input_problem
 from webui.api.runs import Inputs, Runs, execute
 from webui.api.schemas import GenerationFields
 from webui.auth import Viewer
+from webui.infotext import infotext
 from webui.studio import Studio
 from webui.styles import find_style
 
@@ -271,14 +272,3 @@ class Generation:
         }
         return images, info
 
-
-def infotext(prompt: str, negative: str, result: GenerationResult, seed: int) -> str:
-    """AUTOMATIC1111's "parameters" text (only written into a file when the owner opted in)."""
-    line = (
-        f"Steps: {result.num_inference_steps}, Sampler: {result.sampler}, "
-        f"CFG scale: {result.guidance_scale}, Seed: {seed}, "
-        f"Size: {result.width}x{result.height}, Model: {result.model}"
-    )
-    if result.strength is not None:
-        line += f", Denoising strength: {result.strength}"
-    return f"{prompt}\nNegative prompt: {negative}\n{line}"
