@@ -269,7 +269,15 @@ class Accounts:
         clock: Callable[[], float] = time.time,
         on_session_end: Callable[[str], None] | None = None,  # user id, after the last session
         hash_slots: int = 4,
+        default_retention_days: int = DEFAULT_RETENTION_DAYS,  # for accounts made from now on
     ) -> None:
+        if (
+            isinstance(default_retention_days, bool)
+            or not isinstance(default_retention_days, int)
+            or not 0 <= default_retention_days <= MAX_RETENTION_DAYS
+        ):
+            raise ValueError("default_retention_days must be a whole number of days in range")
+        self.default_retention_days = default_retention_days
         self.db_path = Path(db_path)
         self._hasher = hasher or passwords.DEFAULT_HASHER
         self._wrap_parameters = passwords.parameters_of(self._hasher)
@@ -767,7 +775,7 @@ class Accounts:
             password_hash,
             public_key,
             wrapped,
-            DEFAULT_RETENTION_DAYS,
+            self.default_retention_days,
             0,
             self._today(),
         )

@@ -45,9 +45,10 @@ def _password_stdin_option(command: Callable[..., Any]) -> Callable[..., Any]:
 def _accounts(data_dir: Path | None) -> Iterator[tuple[Accounts, Path]]:
     """Open the accounts store; every refusal becomes a one-sentence error and exit code 1."""
     try:
-        root = load_settings({"data_dir": data_dir}).data_dir
-        accounts = Accounts.in_data_dir(root)
-    except (PrivacyError, InputError) as exc:
+        settings = load_settings({"data_dir": data_dir})
+        root = settings.data_dir
+        accounts = Accounts.in_data_dir(root, default_retention_days=settings.retention_days)
+    except (PrivacyError, InputError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
         yield accounts, root

@@ -108,4 +108,9 @@ def load_settings(overrides: dict[str, Any] | None = None, config: Path | None =
     merged.update(env)
     merged.update(overrides)
     values = {name: _coerce(name, value, known[name]) for name, value in merged.items()}
-    return Settings(**values)
+    settings = Settings(**values)
+    if not 0 <= settings.retention_days <= 3650:
+        raise InputError(
+            "bad_setting", "Setting retention_days must be between 0 and 3650 days.", name="retention_days"
+        )
+    return settings

@@ -206,6 +206,7 @@ def prepare(
             studio.gallery.purge_owner(user_id)
 
     account_options.setdefault("on_session_end", purge_if_session_only)
+    account_options.setdefault("default_retention_days", settings.retention_days)
     accounts = open_accounts(settings.data_dir, **account_options)
     try:
         tls = resolve_tls(settings)

@@ -638,3 +638,15 @@ def test_audit_log_gets_pseudonymous_account_events(accounts: Accounts, tmp_path
         ("login_failed", alice),
         ("user_deleted", alice),
     ]
+
+
+def test_new_accounts_get_the_configured_default_retention(tmp_path: Path) -> None:
+    store = Accounts(
+        tmp_path / "obscura.db",
+        hasher=make_hasher(time_cost=1, memory_cost=8, parallelism=1),
+        default_retention_days=7,
+    )
+    user = store.create_user("carol", "correct horse")
+    assert store.settings(user).retention_days == 7
+    with pytest.raises(ValueError):
+        Accounts(tmp_path / "other.db", default_retention_days=-1)
