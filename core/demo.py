@@ -26,21 +26,12 @@ Arch = Literal["sd", "sdxl"]
 
 
 def _byte_vocabulary() -> dict[str, int]:
-    # The byte-to-unicode table CLIP's BPE uses: every byte maps to one printable character.
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    chars = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            chars.append(256 + extra)
-            extra += 1
+    """CLIP's special tokens plus each byte character, alone and as a word end (no merges)."""
+    from core.tokenizer import bytes_to_unicode
+
     vocab: dict[str, int] = {"<|startoftext|>": 0, "!": 1, "<|endoftext|>": 2}
-    for code in chars:
-        for token in (chr(code), chr(code) + "</w>"):
+    for char in bytes_to_unicode():
+        for token in (char, char + "</w>"):
             vocab.setdefault(token, len(vocab))
     return vocab
 

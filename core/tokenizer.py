@@ -16,7 +16,8 @@ BPE_FILE = "clip_bpe_simple_vocab_16e6.txt.gz"
 VOCAB_SIZE = 49408
 
 
-def _bytes_to_unicode() -> list[str]:
+def bytes_to_unicode() -> list[str]:
+    """CLIP's table: each of the 256 bytes as one printable character."""
     printable = (
         list(range(ord("!"), ord("~") + 1))
         + list(range(ord("¡"), ord("¬") + 1))
@@ -37,7 +38,7 @@ def clip_vocabulary() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
     raw = resources.files("core.configs").joinpath(BPE_FILE).read_bytes()
     lines = gzip.decompress(raw).decode("utf-8").split("\n")
     merges = tuple(tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1])
-    symbols = _bytes_to_unicode()
+    symbols = bytes_to_unicode()
     tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     vocab = {t: i for i, t in enumerate(tokens)}
