@@ -83,4 +83,5 @@ def find_style(styles: dict[str, Style], key: str | None) -> Style | None:
     for style in styles.values():
         if key in (style.id, style.name_en, style.name_zh) or key.lower() == style.name_en.lower():
             return style
-    raise InputError("bad_style", "There is no style called {name}.", name=key[:40])
+    # Never echo the value: a free-text style field may hold anything a person typed.
+    raise InputError("bad_style", "There is no style with that name; pick one from the list.")

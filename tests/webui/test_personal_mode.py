@@ -157,6 +157,22 @@ def test_out_of_range_settings_are_explained(client):
     assert "Steps must be between 1 and 150" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"style": "Jane Doe lives at 5 Main St"}, "no style with that name"),
+    ],
+)
+def test_a_typed_style_gets_a_sentence_and_stays_out_of_the_log(
+    client, personal_server, changes, fragment
+):
+    with pytest.raises(AppError) as err:
+        client.predict(prompt="x", width=64, height=64, api_name="/txt2img", **{**SMALL, **changes})
+    assert fragment in str(err.value)
+    log = (personal_server.state_dir / "server.log").read_text()
+    assert "Jane Doe" not in log and "Traceback" not in log
+
+
 def test_no_plaintext_picture_is_left_anywhere_after_the_session(personal_server):
     skip = (personal_server.data_dir / "models",)
     assert plaintext_images(personal_server.ram_dir) == []

@@ -3,6 +3,7 @@ and turning a page's inputs into a :class:`core.engine.GenerationRequest`."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -10,10 +11,11 @@ from typing import Any
 import gradio as gr
 
 from core.engine import GenerationRequest
+from core.errors import InputError
 from core.samplers import sampler_names
 from webui.auth import Viewer
 from webui.components import PrivateGallery, PrivateImage
-from webui.i18n import gradio_translations, language_of, text
+from webui.i18n import error_text, gradio_translations, language_of, text
 from webui.painting import PaintError, cancel, paint
 from webui.studio import Studio
 from webui.styles import find_style
@@ -125,19 +127,35 @@ def build_request(
     if chosen is not None:
         prompt, negative = chosen.apply(prompt, negative)
 
-    def positive(value: float | None) -> int | None:
-        return int(value) if value is not None and value > 0 else None
+    def finite(value: float | None, what: str) -> float | None:
+        if value is None:
+            return None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number):
+            raise InputError("not_a_number", "{what} must be a number.", what=what)
+        return number
+
+    def positive(value: float | None, what: str) -> int | None:
+        number = finite(value, what)
+        return int(number) if number is not None and number > 0 else None
+
+    guidance = finite(guidance_scale, "Guidance")
+    seed_value = finite(seed, "Seed")
+    strength_value = finite(strength, "Strength")
 
     return GenerationRequest(
         prompt=prompt,
         negative_prompt=negative,
-        strength=0.75 if strength is None else float(strength),
-        num_inference_steps=positive(num_inference_steps),
-        guidance_scale=None if guidance_scale is None or guidance_scale < 0 else guidance_scale,
-        width=positive(width),
-        height=positive(height),
-        batch_size=int(batch_size or 1),
-        seed=None if seed is None or int(seed) < 0 else int(seed),
+        strength=0.75 if strength_value is None else strength_value,
+        num_inference_steps=positive(num_inference_steps, "Steps"),
+        guidance_scale=None if guidance is None or guidance < 0 else guidance,
+        width=positive(width, "Width"),
+        height=positive(height, "Height"),
+        batch_size=positive(batch_size, "Pictures per run") or 1,
+        seed=None if seed_value is None or seed_value < 0 else int(seed_value),
         sampler=sampler or None,
         model=model or None,
     )
@@ -160,6 +178,14 @@ def output_panel() -> Outputs:
     pictures = PrivateGallery(label=label("result"), buttons=["download", "fullscreen"],
                               columns=2, height="auto", elem_id="result", interactive=False)
     return Outputs(pictures, preview, status)
+
+
+def checked_request(studio: Studio, request: gr.Request, *values: Any, **named: Any) -> GenerationRequest:
+    """:func:`build_request`, with a mistake shown as one sentence in the person's language."""
+    try:
+        return build_request(studio, *values, **named)
+    except InputError as err:
+        raise gr.Error(error_text(err, lang_of(request)), print_exception=False) from None
 
 
 async def stream(

@@ -8,8 +8,8 @@ from webui.components import PrivateImage
 from webui.painting import take_photo
 from webui.studio import Studio
 from webui.ui.common import (
-    build_request,
     cancel_button,
+    checked_request,
     label,
     on_cancel,
     output_panel,
@@ -64,8 +64,8 @@ def build(studio: Studio) -> None:
             data = take_photo(studio, viewer, image)
         except Exception as err:  # noqa: BLE001  (InputError: gone or not this user's)
             raise gr.Error(error_text(err, lang), print_exception=False) from None
-        generation = build_request(
-            studio, prompt, negative_prompt, style, model, sampler, num_inference_steps,
+        generation = checked_request(
+            studio, request, prompt, negative_prompt, style, model, sampler, num_inference_steps,
             guidance_scale, width, height, seed, batch_size, strength,
         )
         async for update in stream(studio, request, generation, photo=data):

@@ -16,8 +16,8 @@ from webui.i18n import error_text, language_of, text
 from webui.painting import mask_from_layers, take_photo
 from webui.studio import Studio
 from webui.ui.common import (
-    build_request,
     cancel_button,
+    checked_request,
     label,
     on_cancel,
     output_panel,
@@ -94,8 +94,8 @@ def build(studio: Studio) -> None:
             raise gr.Error(error_text(err, lang), print_exception=False) from None
         if painted is None:
             raise gr.Error(text("no_mask", lang), print_exception=False)
-        generation = build_request(
-            studio, prompt, negative_prompt, style, model, sampler, num_inference_steps,
+        generation = checked_request(
+            studio, request, prompt, negative_prompt, style, model, sampler, num_inference_steps,
             guidance_scale, width, height, seed, batch_size, strength,
         )
         async for update in stream(studio, request, generation, photo=photo, mask=painted,

@@ -6,8 +6,8 @@ import gradio as gr
 
 from webui.studio import Studio
 from webui.ui.common import (
-    build_request,
     cancel_button,
+    checked_request,
     label,
     on_cancel,
     output_panel,
@@ -44,8 +44,8 @@ def build(studio: Studio) -> None:
         batch_size: float,
         request: gr.Request,
     ):
-        generation = build_request(
-            studio, prompt, negative_prompt, style, model, sampler, num_inference_steps,
+        generation = checked_request(
+            studio, request, prompt, negative_prompt, style, model, sampler, num_inference_steps,
             guidance_scale, width, height, seed, batch_size,
         )
         async for update in stream(studio, request, generation):
