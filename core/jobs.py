@@ -26,6 +26,7 @@ log = logging.getLogger("obscura.core")
 
 Prepare = Callable[[GenerationRequest], GenerationRequest]
 OnEnd = Callable[["Job"], None]
+OnEvent = Callable[[str, "Job"], None]  # ("started" | "ended", job), for an audit trail
 
 
 class JobState(enum.Enum):
@@ -51,6 +52,7 @@ class Job:
         self.id = secrets.token_urlsafe(16)
         self.owner = owner
         self.request = request
+        self.kind = request.mode  # kept: the inputs are dropped when the job ends
         self.state = JobState.QUEUED
         self.step = 0
         self.total_steps = 0
@@ -106,16 +108,20 @@ class Job:
             log.error("job %s on_end hook failed: %s", self.id, type(exc).__name__)
         finally:
             self._done.set()
+            self._queue._notify("ended", self)
 
 
 class JobQueue:
     """FIFO queue shared by all callers; finished jobs are kept ``keep_ended`` seconds."""
 
-    def __init__(self, engines: list[Engine], keep_ended: float = 600.0) -> None:
+    def __init__(
+        self, engines: list[Engine], keep_ended: float = 600.0, on_event: OnEvent | None = None
+    ) -> None:
         if not engines:
             raise ValueError("JobQueue needs at least one engine")
         self.engines = engines
         self.keep_ended = keep_ended
+        self.on_event = on_event
         self._waiting: deque[Job] = deque()
         self._running: dict[int, Job] = {}
         self._jobs: dict[str, Job] = {}
@@ -215,6 +221,14 @@ class JobQueue:
                 self.forget(job)
                 self._jobs.pop(job_id, None)
 
+    def _notify(self, event: str, job: Job) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event, job)
+        except Exception as exc:  # an observer must never kill the worker
+            log.error("job event hook failed: %s", type(exc).__name__)
+
     def _drop_if_waiting(self, job: Job) -> None:
         with self._cv:
             try:
@@ -242,6 +256,7 @@ class JobQueue:
     def _run(self, engine: Engine, job: Job) -> None:
         started = time.monotonic()
         log.info("job %s started on %s", job.id, engine.device)
+        self._notify("started", job)
         try:
             if job.cancel_requested:
                 raise JobCancelled()

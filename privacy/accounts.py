@@ -294,6 +294,11 @@ class Accounts:
         self._lock = threading.RLock()
         self._db = self._open()
 
+    @property
+    def audit_log(self) -> AuditLog | None:
+        """The audit log this store records to (shared with the server's own events)."""
+        return self._audit
+
     @classmethod
     def in_data_dir(cls, data_dir: Path, **options: object) -> Accounts:
         """The store at ``<data_dir>/obscura.db`` with its audit log at ``<data_dir>/audit``."""

@@ -125,12 +125,14 @@ STORES: tuple[Store, ...] = (
     ),
     Store(
         name="audit log",
-        holds="Events (login ok/failed, job started/ended, file shredded, user created/deleted, "
-        "retention sweep) with pseudonymous ids and minute-resolution times. Never a prompt, "
+        holds="Events (logins, logouts, accounts, invites, tokens, job started/ended with the "
+        "outcome, gallery retention sweeps) with pseudonymous ids and minute-resolution times. "
+        "A job's end means its spooled upload was shredded. Never a prompt, "
         "username, IP address, file name or picture.",
         where="`<data-dir>/audit/YYYY-MM-DD.jsonl`",
         encryption="none (holds nothing personal; fields are an allow-list)",
-        retention="90 days by default, removed a whole day-file at a time",
+        retention="90 days by default, removed a whole day-file at a time (the server checks "
+        "hourly)",
         readers="the server's operating-system user (the administrator)",
         medium="disk",
         files=("audit/", "audit/*.jsonl", "audit/.tmp-*"),

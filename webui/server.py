@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +162,7 @@ class Sweeper:
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="obscura-sweeper", daemon=True)
+        self._next_audit_sweep = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -181,7 +183,13 @@ class Sweeper:
                 except Exception:  # noqa: BLE001  (the account is gone)
                     return None
 
-            gallery.sweep(retention, logged_in=accounts.logged_in_users())
+            removed = gallery.sweep(retention, logged_in=accounts.logged_in_users())
+            if removed and studio.audit is not None:
+                studio.audit.record("retention_sweep", store="gallery", count=removed)
+        if studio.audit is not None and time.monotonic() >= self._next_audit_sweep:
+            # The audit log keeps its own retention (90 days): checked once an hour.
+            self._next_audit_sweep = time.monotonic() + 3600
+            studio.audit.sweep()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -3,6 +3,7 @@ spool, gallery and accounts (privacy), the RAM directory, styles and upload owne
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from core.engine import Engine
 from core.jobs import Job, JobQueue
 from core.registry import ModelRegistry
 from privacy.accounts import Accounts
+from privacy.auditlog import AuditLog
 from privacy.gallery import Gallery
 from privacy.spool import Spool
 from webui.auth import Gate
@@ -33,6 +35,7 @@ class Studio:
     styles: dict[str, Style]
     accounts: Accounts | None = None
     gallery: Gallery | None = None
+    audit: AuditLog | None = None
     # The job each (user, Gradio session) is running, for the Cancel button.
     active: dict[tuple[str, str], Job] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -56,6 +59,25 @@ class Studio:
             return "none"
 
 
+def job_auditor(audit: AuditLog):  # -> core.jobs.OnEvent
+    """Record each job's start and end: its random id, the owner's pseudonymous id, the mode and
+    the outcome; never a prompt, picture or file name."""
+    user_id = re.compile(r"u_[0-9a-f]{32}")
+
+    def record(event: str, job: Job) -> None:
+        fields: dict[str, str | int] = {"job": job.id, "kind": job.kind}
+        if user_id.fullmatch(job.owner):
+            fields["user"] = job.owner
+        if event == "started":
+            audit.record("job_started", **fields)
+        else:
+            outcome = {"done": "done", "failed": "failed", "cancelled": "cancelled"}[job.state.value]
+            # Every job's spooled inputs are shredded by its on_end hook before this runs.
+            audit.record("job_ended", outcome=outcome, **fields)
+
+    return record
+
+
 def open_studio(
     settings: Settings,
     ram: RamDir,
@@ -74,11 +96,14 @@ def open_studio(
         memory_mode=settings.memory_mode,
         default_model=settings.default_model,
     )
-    queue = JobQueue([engine])
-    queue.start()
-    spool = Spool(settings.data_dir / "spool")
     if accounts is not None and accounts.count_users() == 0:
         accounts = None
+    audit = (accounts.audit_log if accounts is not None else None) or AuditLog(
+        settings.data_dir / "audit"
+    )
+    queue = JobQueue([engine], on_event=job_auditor(audit))
+    queue.start()
+    spool = Spool(settings.data_dir / "spool")
     gallery = Gallery(settings.data_dir / "gallery") if accounts is not None else None
     styles = load_styles(styles_file) if styles_file else load_styles()
     return Studio(
@@ -93,4 +118,5 @@ def open_studio(
         styles=styles,
         accounts=accounts,
         gallery=gallery,
+        audit=audit,
     )

@@ -178,3 +178,23 @@ def test_finished_results_are_dropped_after_keep_ended_even_when_idle(engine):
         assert job.result is None and job.preview is None
     finally:
         q.stop()
+
+
+def test_the_event_hook_sees_every_start_and_end_once(engine):
+    events: list[tuple[str, str, str]] = []
+    q = JobQueue([engine], on_event=lambda event, job: events.append((event, job.id, job.kind)))
+    q.start()
+    try:
+        done = q.submit(_request(), owner="alice")
+        done.wait(60)
+        blocker = q.submit(_request(steps=150), owner="alice")
+        waiting = q.submit(_request(), owner="alice")
+        waiting.cancel()
+        blocker.cancel()
+        with pytest.raises(JobCancelled):
+            blocker.wait(60)
+    finally:
+        q.stop()
+    assert ("started", done.id, "txt2img") in events and ("ended", done.id, "txt2img") in events
+    assert [e for e in events if e[1] == waiting.id] == [("ended", waiting.id, "txt2img")]
+    assert sum(1 for e in events if e[1] == blocker.id and e[0] == "ended") == 1
