@@ -40,7 +40,7 @@ import argon2
 from privacy import keywrap, passwords
 from privacy.auditlog import AuditLog
 from privacy.errors import PrivacyError
-from privacy.sealing import generate_owner_keypair
+from privacy.sealing import generate_owner_keypair, public_key_of
 from privacy.throttle import LoginThrottle, LoginThrottledError
 
 ROLES = ("admin", "member")
@@ -547,6 +547,13 @@ class Accounts:
                 raise LoginFailedError("login_failed", "The username or password is wrong.")
             user_id, role, stored_hash, wrapped = row[0], row[2], row[3], row[4]
             private_key = keywrap.unwrap(wrapped, password)
+            # Read in the same query as the wrapped key, so a concurrent reset cannot mix them.
+            if not secrets.compare_digest(public_key_of(private_key), bytes(row[5] or b"")):
+                # Someone changed the stored public key: pictures sealed to it would not be ours.
+                raise AccountError(
+                    "key_mismatch",
+                    "This account's keys do not match; an administrator must check the database.",
+                )
             self.throttle.succeeded(name, client)
             new_hash = (
                 self._hasher.hash(password)
@@ -808,14 +815,14 @@ class Accounts:
 
     def _user_secrets_by_name(
         self, username: str
-    ) -> tuple[str, str, str, str, bytes | None] | None:
+    ) -> tuple[str, str, str, str, bytes | None, bytes | None] | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT id, username, role, password_hash, wrapped_private_key FROM users "
-                "WHERE username = ?",
+                "SELECT id, username, role, password_hash, wrapped_private_key, public_key "
+                "FROM users WHERE username = ?",
                 (username,),
             ).fetchone()
-        return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+        return None if row is None else (row[0], row[1], row[2], row[3], row[4], row[5])
 
     def _end_session(self, session_id: str, user_id: str, event: str, reason: str) -> None:
         with self._transaction() as db:

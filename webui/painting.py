@@ -137,6 +137,9 @@ async def paint(
             for spool_id in spool_ids:
                 studio.spool.shred(spool_id)
 
+        # The owner's key as of submission: a password reset during the job must not let the
+        # resetting admin open this picture (the new key pair is theirs to know).
+        sealed_to = studio.accounts.public_key(owner) if studio.accounts is not None else None
         job = studio.queue.submit(waiting, owner, prepare=prepare, on_end=on_end)
         with studio.lock:
             studio.active[(owner, session_hash)] = job
@@ -162,7 +165,7 @@ async def paint(
         if job.state is JobState.FAILED or job.result is None:
             raise job.error or RuntimeError("job failed")
         result = job.result
-        pictures = await asyncio.to_thread(_deliver, studio, viewer, result, request)
+        pictures = await asyncio.to_thread(_deliver, studio, viewer, result, request, sealed_to)
         seconds = f"{time.monotonic() - started:.1f}"
         yield Progress(
             text("done", lang, count=len(pictures), seed=result.seed, seconds=seconds),
@@ -191,7 +194,11 @@ async def paint(
 
 
 def _deliver(
-    studio: Studio, viewer: Viewer, result: Any, request: GenerationRequest
+    studio: Studio,
+    viewer: Viewer,
+    result: Any,
+    request: GenerationRequest,
+    sealed_to: bytes | None,
 ) -> list[str]:
     """Encode each picture with the AI label only; keep it in the gallery in accounts mode."""
     embed = False
@@ -204,9 +211,8 @@ def _deliver(
             parameters = infotext(request.prompt, request.negative_prompt, result, seed)
         png = encode_picture(image, "png", photo_based=result.mode != "txt2img",
                              parameters=parameters)
-        if studio.gallery is not None and studio.accounts is not None:
-            public_key = studio.accounts.public_key(viewer.user_id)
-            studio.gallery.store(viewer.user_id, public_key, png, kind="png")
+        if studio.gallery is not None and sealed_to is not None:
+            studio.gallery.store(viewer.user_id, sealed_to, png, kind="png")
         urls.append(data_url(png))
     result.images = []
     return urls

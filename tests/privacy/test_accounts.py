@@ -650,3 +650,21 @@ def test_new_accounts_get_the_configured_default_retention(tmp_path: Path) -> No
     assert store.settings(user).retention_days == 7
     with pytest.raises(ValueError):
         Accounts(tmp_path / "other.db", default_retention_days=-1)
+
+
+def test_login_refuses_a_public_key_that_does_not_match_the_wrapped_private_key(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from privacy.accounts import AccountError
+    from privacy.sealing import generate_owner_keypair
+
+    store = Accounts(tmp_path / "obscura.db", hasher=FAST)
+    user = store.create_user("dora", "correct horse")
+    _, intruder_public = generate_owner_keypair()
+    with sqlite3.connect(tmp_path / "obscura.db") as db:  # someone with write access to the file
+        db.execute("UPDATE users SET public_key = ? WHERE id = ?", (intruder_public, user))
+    with pytest.raises(AccountError) as err:
+        store.login("dora", "correct horse")
+    assert err.value.code == "key_mismatch"

@@ -173,6 +173,10 @@ class Generation:
             raise ApiError(422, "mask_without_image", "mask: a mask needs an init image.", "mask")
         self.check(dataclasses.replace(inputs.request, image=inputs.photo, mask=inputs.mask))
         owner = viewer.user_id
+        # The owner's key as of the request: a password reset during the job must not let the
+        # resetting admin open this picture (the new key pair is theirs to know).
+        accounts = self.studio.accounts
+        sealed_to = accounts.public_key(owner) if accounts is not None and body.save_images else None
         try:
             outcome = await execute(
                 self.studio, self.runs, owner, inputs, request.is_disconnected
@@ -183,7 +187,9 @@ class Generation:
             raise ApiError(
                 500, "job_failed", "The job failed inside the engine; it was not your input."
             ) from None
-        images, info = await asyncio.to_thread(self.deliver, viewer, body, inputs, outcome.results)
+        images, info = await asyncio.to_thread(
+            self.deliver, viewer, body, inputs, outcome.results, sealed_to
+        )
         parameters = body.model_dump(mode="json")
         for name in ("init_images", "mask"):
             if name in parameters:
@@ -201,6 +207,7 @@ class Generation:
         body: GenerationFields,
         inputs: Inputs,
         results: list[GenerationResult],
+        sealed_to: bytes | None = None,
     ) -> tuple[list[str], dict[str, Any]]:
         """Base64 PNGs with the AI label (settings only when opted in); the caller's gallery
         when ``save_images`` in accounts mode; and AUTOMATIC1111's ``info``."""
@@ -208,7 +215,7 @@ class Generation:
         accounts, gallery = studio.accounts, studio.gallery
         embed = accounts is not None and accounts.settings(viewer.user_id).embed_parameters
         keep = body.save_images and accounts is not None and gallery is not None
-        public_key = accounts.public_key(viewer.user_id) if keep and accounts else None
+        public_key = sealed_to if keep else None
         request = inputs.request
         images: list[str] = []
         infotexts: list[str] = []
