@@ -47,6 +47,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/vault.py
 	$(BIN)/python bench/accounts.py
+	$(BIN)/python bench/api.py
 
 clean-venv:
 	rm -rf $(VENV)
