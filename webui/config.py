@@ -38,6 +38,8 @@ class Settings:
     retention_days: int = 30
     max_upload_mb: int = 20
     max_upload_megapixels: int = 40
+    # Extra names the server answers to (a reverse proxy's); see webui/middleware/host.py.
+    allowed_hosts: list[str] = field(default_factory=list)
 
     @property
     def models_path(self) -> Path:
@@ -45,6 +47,7 @@ class Settings:
 
 
 _PATH_KEYS = {"data_dir", "models_dir", "tls_cert", "tls_key"}
+_LIST_KEYS = {"allowed_hosts"}
 
 
 def _coerce(name: str, value: Any, kind: Any) -> Any:
@@ -52,6 +55,11 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
         return None
     if name in _PATH_KEYS:
         return Path(str(value)).expanduser()
+    if name in _LIST_KEYS:  # a TOML list, or a comma-separated string (environment)
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise InputError("bad_setting", "Setting {name} must be a list of names.", name=name)
+        return [item.strip() for item in items if item.strip()]
     if kind in (bool, "bool"):
         if isinstance(value, bool):
             return value

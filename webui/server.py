@@ -32,6 +32,7 @@ from webui.api.auth import identify_caller
 from webui.config import Settings
 from webui.middleware.guard import AccessGuard
 from webui.middleware.headers import SecurityHeadersMiddleware
+from webui.middleware.host import AllowedHostMiddleware, allowed_hosts
 from webui.middleware.language import LanguageMiddleware
 from webui.middleware.origin import SameOriginMiddleware
 from webui.ramdir import RamDir
@@ -148,6 +149,7 @@ def build_app(studio: Studio, *, tls: bool = False) -> ASGIApp:
     wrapped: ASGIApp = LanguageMiddleware(app, secure=tls)
     wrapped = AccessGuard(wrapped, identify=identify, uploads=studio.uploads)
     wrapped = SameOriginMiddleware(wrapped)
+    wrapped = AllowedHostMiddleware(wrapped, allowed=allowed_hosts(studio.settings, personal=gate.personal))
     wrapped = SecurityHeadersMiddleware(wrapped, hsts=tls)
     return wrapped
 

@@ -8,21 +8,30 @@ guard:
 * lets only the public paths through without a login (the login and register pages,
   ``/healthz``, Gradio's static front-end files); HTML pages redirect to ``/login``, the rest
   get 401;
+* refuses any path with ``.`` or ``..`` segments or doubled slashes, so the path it checks is the
+  path Gradio serves (``scope["path"]`` is already percent-decoded and is never decoded again);
 * refuses routes Obscura never uses (proxying other servers, monitoring, MCP, "vibe" editing,
-  ``/run`` outside the queue, run history);
+  ``/run`` outside the queue, run history, deep links, which copy a session's state into a link
+  that anyone could open) and serves only the ``/gradio_api`` routes the UI and
+  ``gradio_client`` need (``API_ROUTES``); a ``deep_link`` query is refused everywhere;
+* takes a query parameter the guard checks (``session_hash``, ``upload_id``) only when it is
+  given exactly once: Starlette would read the last of several, the guard another;
 * binds each Gradio ``session_hash`` to the first user who uses it, and each queued
   ``event_id`` to the user who started it; another user naming them gets 403;
 * records the paths ``/gradio_api/upload`` returns as the uploader's, and serves
-  ``/gradio_api/file=`` only for the uploader's own uploads (outputs never are files).
+  ``/gradio_api/file=`` only for the uploader's own uploads (outputs never are files);
+* binds each upload's client-chosen ``upload_id`` to its user, so that only they can follow
+  ``/gradio_api/upload_progress`` (which names the file).
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import threading
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qsl
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -38,7 +47,12 @@ PUBLIC_EXACT = frozenset({"/login", "/register", "/healthz", "/favicon.ico", "/r
 PUBLIC_PREFIXES = ("/assets/", "/static/", "/svelte/", f"{API}/assets/", f"{API}/static/")
 REFUSED = re.compile(
     rf"^(?:{API})?/(?:proxy=|monitoring|mcp|vibe-|undo-vibe-|run/|api/|runs|run-history|"
-    r"dev/reload|process_recording|custom_component/|file/)"
+    r"dev/reload|process_recording|custom_component/|file/|deep_link)"
+)
+# What Gradio 6's front end and gradio_client call under /gradio_api; anything else is 404.
+API_ROUTES = re.compile(
+    r"^/(?:info|app_id|theme\.css|queue/join|queue/data|upload|upload_progress|cancel|reset|"
+    r"component_server)/?$|^/(?:heartbeat|stream|call)/[^/]|^/file=."
 )
 MAX_BODY = 64 * 1024 * 1024
 
@@ -79,12 +93,16 @@ class AccessGuard:
         self.uploads = uploads
         self.sessions = sessions or Ownership()
         self.events = events or Ownership()
+        self.upload_ids = Ownership()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
+        if not _is_normal(path) or _given(scope, "deep_link"):
+            await _deny(scope, receive, send, 404, "Not found.")
+            return
         if path in PUBLIC_EXACT or path.startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
@@ -115,8 +133,11 @@ class AccessGuard:
     async def _gradio_api(
         self, scope: Scope, receive: Receive, send: Send, route: str, user: str
     ) -> None:
+        if not API_ROUTES.match(route):
+            await _deny(scope, receive, send, 404, "Not found.")
+            return
         if route.startswith("/file="):
-            path = unquote(route[len("/file="):])
+            path = route[len("/file="):]  # already decoded once, as Gradio reads it
             if not self.uploads.owns(path, user):
                 await _deny(scope, receive, send, 404, "Not found.")
                 return
@@ -141,12 +162,19 @@ class AccessGuard:
             await self.app(scope, receive, send)
             return
         if route.rstrip("/") == "/queue/data":
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            session = (query.get("session_hash") or [""])[0]
+            session = _single(scope, "session_hash")
             if not session or not self.sessions.claim(session, user):
                 await _deny(scope, receive, send, 403, "Not your session.")
                 return
             await self.app(scope, receive, send)
+            return
+        if route.rstrip("/") in ("/upload", "/upload_progress") and _given(scope, "upload_id"):
+            upload_id = _single(scope, "upload_id")
+            if not upload_id or not self.upload_ids.claim(upload_id, user):
+                await _deny(scope, receive, send, 403, "Not your upload.")
+                return
+        elif route.rstrip("/") == "/upload_progress":
+            await _deny(scope, receive, send, 403, "Not your upload.")
             return
         if route.startswith("/call/") and scope["method"] == "GET":
             event_id = route.rstrip("/").split("/")[-1]
@@ -244,6 +272,27 @@ class AccessGuard:
             await send({"type": "http.response.body", "body": body, "more_body": False})
 
         return capture
+
+
+def _is_normal(path: str) -> bool:
+    """No ``.`` or ``..`` segment and no doubled slash (a trailing slash is fine)."""
+    trimmed = path.rstrip("/") or "/"
+    return path.startswith("/") and posixpath.normpath(trimmed) == trimmed and "//" not in path
+
+
+def _query(scope: Scope) -> list[tuple[str, str]]:
+    """The query string's pairs, parsed as Starlette parses it."""
+    return parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+
+
+def _given(scope: Scope, name: str) -> bool:
+    return any(key == name for key, _ in _query(scope))
+
+
+def _single(scope: Scope, name: str) -> str | None:
+    """The value of query parameter ``name`` when it is given exactly once, else ``None``."""
+    values = [value for key, value in _query(scope) if key == name]
+    return values[0] if len(values) == 1 else None
 
 
 async def _ids_in_body(scope: Scope, body: bytes) -> tuple[str | None, str | None]:

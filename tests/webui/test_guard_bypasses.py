@@ -1,0 +1,223 @@
+"""Ways around the guard that a security review found: DNS rebinding (a foreign ``Host``),
+Gradio's deep links, the upload progress stream, repeated query parameters and paths that the
+guard and Gradio read differently. Each test fails without its fix."""
+
+from __future__ import annotations
+
+import http.client
+from contextlib import closing
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from gradio_client import Client
+from samples import PASSWORD, tiny_photo
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from webui.config import Settings, load_settings
+from webui.middleware.host import AllowedHostMiddleware, allowed_hosts, host_name
+from webui.tls import make_self_signed
+
+SMALL = dict(num_inference_steps=2, guidance_scale=5.0, seed=3, sampler="", model="",
+             style="", negative_prompt="", batch_size=1, width=64, height=64)
+SECRET = "SECRET-LIGHTHOUSE-PROMPT"
+
+
+def port_of(server) -> int:
+    return int(urlsplit(server.url).port or 0)
+
+
+# -- M1: DNS rebinding --------------------------------------------------------------------------
+
+
+def test_a_rebound_host_name_gets_nothing_from_a_personal_server(personal_server):
+    port = port_of(personal_server)
+    rebound = {"host": f"attacker.example:{port}", "origin": f"http://attacker.example:{port}"}
+    with personal_server.client() as http:
+        for path in ("/sdapi/v1/progress", "/config", "/", "/gradio_api/info", "/healthz"):
+            response = http.get(path, headers=rebound)
+            assert response.status_code == 421, path
+            assert response.text == "This server is not known by that name; open it at its own address."
+        txt2img = http.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1}, headers=rebound)
+        assert txt2img.status_code == 421
+        queue = http.post("/gradio_api/queue/join", json={}, headers=rebound)
+        assert queue.status_code == 421
+
+
+def test_the_loopback_names_still_reach_a_personal_server(personal_server):
+    port = port_of(personal_server)
+    with personal_server.client() as http:
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost"):
+            response = http.get("/sdapi/v1/progress", headers={"host": host})
+            assert response.status_code == 200, host
+
+
+def test_a_personal_server_answers_to_loopback_names_only():
+    names = allowed_hosts(Settings(host="127.0.0.1", tls="auto"), personal=True)
+    assert names == {"127.0.0.1", "localhost", "::1"}
+    extra = allowed_hosts(Settings(allowed_hosts=["Proxy.Example."]), personal=True)
+    assert extra == {"127.0.0.1", "localhost", "::1", "proxy.example"}
+
+
+def test_an_accounts_server_answers_to_its_address_its_certificate_and_loopback(tmp_path):
+    make_self_signed(tmp_path / "tls", host="paint.studio.lan")
+    wildcard = allowed_hosts(Settings(data_dir=tmp_path, host="0.0.0.0", tls="auto"),
+                             personal=False)
+    assert {"127.0.0.1", "localhost", "::1", "paint.studio.lan"} <= wildcard
+    assert "attacker.example" not in wildcard and "0.0.0.0" not in wildcard
+    fixed = allowed_hosts(Settings(data_dir=tmp_path, host="192.168.1.20"), personal=False)
+    assert fixed == {"127.0.0.1", "localhost", "::1", "192.168.1.20"}
+
+
+def test_allowed_hosts_come_from_the_environment_or_the_config_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("OBSCURA_CONFIG", raising=False)
+    monkeypatch.setenv("OBSCURA_ALLOWED_HOSTS", "paint.example, art.example,")
+    assert load_settings({"data_dir": tmp_path}).allowed_hosts == ["paint.example", "art.example"]
+    monkeypatch.delenv("OBSCURA_ALLOWED_HOSTS")
+    (tmp_path / "obscura.toml").write_text('allowed_hosts = ["paint.example"]\n')
+    assert load_settings({"data_dir": tmp_path}).allowed_hosts == ["paint.example"]
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [("127.0.0.1:7860", "127.0.0.1"), ("[::1]:7860", "::1"), ("LocalHost.", "localhost"),
+     ("[0:0::1]", "::1"), ("attacker.example:7860", "attacker.example"),
+     ("evil@127.0.0.1", None), ("127.0.0.1:notaport", None), ("[::1", None), ("", None)],
+)
+def test_host_header_names(header, name):
+    assert host_name(header) == name
+
+
+def test_a_websocket_handshake_to_a_foreign_host_is_refused():
+    async def hello(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("hello")
+        await websocket.close()
+
+    async def page(request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", page), WebSocketRoute("/ws", hello)])
+    guarded = AllowedHostMiddleware(app, allowed=["127.0.0.1"])
+    with TestClient(guarded, base_url="http://127.0.0.1:7860") as client:
+        with client.websocket_connect("/ws", headers={"host": "127.0.0.1:7860"}) as socket:
+            assert socket.receive_text() == "hello"
+        assert client.get("/").status_code == 200
+        assert client.get("/", headers={"host": "attacker.example"}).status_code == 421
+        with pytest.raises(WebSocketDisconnect):
+            with client.websocket_connect("/ws", headers={"host": "attacker.example"}):
+                pass
+
+
+# -- M2, S1: deep links, routes the UI never uses, upload progress ----------------------------
+
+
+@pytest.fixture(scope="module")
+def alice_session(accounts_server) -> str:
+    """A session of alice's holding a finished picture of SECRET."""
+    alice = Client(accounts_server.url + "/", auth=("alice", PASSWORD), verbose=False)
+    alice.predict(prompt=SECRET, api_name="/txt2img", **SMALL)
+    return alice.session_hash
+
+
+def test_deep_links_cannot_copy_another_users_session(accounts_server, alice_session):
+    with closing(accounts_server.login("bob")) as bob:
+        link = bob.get("/gradio_api/deep_link", params={"session_hash": alice_session})
+        assert link.status_code == 404 and SECRET not in link.text
+        for path in ("/config", "/config/", "/"):
+            response = bob.get(path, params={"deep_link": link.text.strip('"') or "x"})
+            assert response.status_code == 404, path
+            assert SECRET not in response.text
+        assert SECRET not in bob.get("/config").text
+
+
+def test_gradio_routes_the_ui_never_uses_are_closed(accounts_server):
+    with closing(accounts_server.login("bob")) as bob:
+        for path in ("/gradio_api/openapi.json", "/gradio_api/token", "/gradio_api/user",
+                     "/gradio_api/login_check", "/gradio_api/queue/status",
+                     "/gradio_api/startup-events", "/gradio_api/deep_link"):
+            assert bob.get(path).status_code == 404, path
+        assert bob.get("/gradio_api/info").status_code == 200
+        assert bob.get("/gradio_api/app_id").status_code == 200
+
+
+def test_only_the_uploader_can_follow_an_uploads_progress(accounts_server):
+    upload_id = "alice-upload-progress-1"
+    with closing(accounts_server.login("alice")) as alice, closing(accounts_server.login("bob")) as bob:
+        sent = alice.post("/gradio_api/upload", params={"upload_id": upload_id},
+                          files={"files": ("holiday-in-lisbon.jpg", tiny_photo(), "image/jpeg")})
+        assert sent.status_code == 200, sent.text
+        with bob.stream("GET", "/gradio_api/upload_progress",
+                        params={"upload_id": upload_id}) as spying:
+            assert spying.status_code == 403
+            assert b"lisbon" not in spying.read()
+        with bob.stream("GET", f"/gradio_api/upload_progress?upload_id=b&upload_id={upload_id}"
+                        ) as doubled:
+            assert doubled.status_code == 403
+        with alice.stream("GET", "/gradio_api/upload_progress",
+                          params={"upload_id": upload_id}) as own:
+            assert own.status_code == 200
+        # Bob cannot take the id over by uploading under it either.
+        stolen = bob.post("/gradio_api/upload", params={"upload_id": upload_id},
+                          files={"files": ("b.jpg", tiny_photo(), "image/jpeg")})
+        assert stolen.status_code == 403
+
+
+# -- M3: a repeated session_hash ---------------------------------------------------------------
+
+
+def test_a_second_session_hash_does_not_open_another_users_stream(accounts_server, alice_session):
+    with closing(accounts_server.login("bob")) as bob:
+        query = f"session_hash=bob-own-session&session_hash={alice_session}"
+        with bob.stream("GET", f"/gradio_api/queue/data?{query}") as events:
+            assert events.status_code == 403
+        with bob.stream("GET", f"/gradio_api/queue/data?session_hash={alice_session}") as events:
+            assert events.status_code == 403
+
+
+# -- M4: paths read differently by the guard and by Gradio -------------------------------------
+
+
+def upload(client: httpx.Client, name: str, data: bytes) -> str:
+    response = client.post("/gradio_api/upload", files={"files": (name, data, "image/jpeg")})
+    assert response.status_code == 200, response.text
+    return response.json()[0]
+
+
+def raw_get(server, path: str, cookies: httpx.Cookies) -> tuple[int, bytes]:
+    """A GET with the path sent exactly as written (httpx would resolve ``..``)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port_of(server), timeout=30)
+    cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
+    connection.request("GET", path, headers={"cookie": cookie})
+    response = connection.getresponse()
+    status, body = response.status, response.read()
+    connection.close()
+    return status, body
+
+
+def test_a_path_decoded_twice_or_with_dot_segments_reaches_nothing(accounts_server):
+    alices_photo = tiny_photo(color=(10, 200, 10))
+    with closing(accounts_server.login("alice")) as alice, closing(accounts_server.login("bob")) as bob:
+        alices = PurePosixPath(upload(alice, "photo.jpg", alices_photo))
+        bobs = PurePosixPath(upload(bob, "photo.jpg", tiny_photo(color=(10, 10, 200))))
+        assert alices.name == bobs.name and alices.parent != bobs.parent
+        # The guard used to decode %252F once more and resolve the path to bob's own file;
+        # Gradio resolved the single-decoded path to alice's.
+        sneaky = (f"/gradio_api/file={alices.parent}/..%252F{bobs.parent.name}%252Fx/../"
+                  f"{alices.name}")
+        status, body = raw_get(accounts_server, sneaky, bob.cookies)
+        assert status == 404 and alices_photo not in body
+        for path in (f"/gradio_api/file={bobs.parent}/../{alices.parent.name}/{alices.name}",
+                     f"/gradio_api/file={bobs.parent}/./{bobs.name}",
+                     "/gradio_api/./info", "/gradio_api/x/../info", "//gradio_api/info",
+                     "/assets/../config"):
+            status, body = raw_get(accounts_server, path, bob.cookies)
+            assert status == 404, path
+            assert alices_photo not in body and b"components" not in body
+        status, body = raw_get(accounts_server, f"/gradio_api/file={bobs}", bob.cookies)
+        assert status == 200  # bob's own upload, named plainly, is still served
