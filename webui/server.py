@@ -3,7 +3,7 @@
 Start-up order matters and is fixed in :mod:`webui.cli_serve`: the privacy environment
 (``core.offline``) and the RAM directory are set before this module imports Gradio.
 
-Request path, outermost first: security headers → same-origin check → access guard (login,
+Request path, outermost first: security headers → allowed Host (DNS rebinding) → same-origin check → access guard (login,
 per-user files, sessions and jobs) → language → FastAPI (``/healthz``, login pages) → Gradio.
 """
 
