@@ -6,6 +6,7 @@ when it exists. Every key is documented in ``docs/configuration.md``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -13,6 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a listen address or a Host name) is this machine's loopback."""
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def default_data_dir() -> Path:

@@ -9,7 +9,6 @@ per-user files, sessions and jobs) → language → FastAPI (``/healthz``, login
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import sys
 import threading
@@ -29,7 +28,7 @@ from privacy.accounts import Accounts
 from webui import downloads
 from webui.api import build_api_router
 from webui.api.auth import identify_caller
-from webui.config import Settings
+from webui.config import Settings, is_loopback
 from webui.middleware.guard import AccessGuard
 from webui.middleware.headers import SecurityHeadersMiddleware
 from webui.middleware.host import AllowedHostMiddleware, allowed_hosts
@@ -43,15 +42,6 @@ from webui.ui.common import TRANSLATIONS
 
 log = logging.getLogger("obscura.webui")
 SWEEP_SECONDS = 15.0
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def open_accounts(data_dir: Path, **options: object) -> Accounts | None:

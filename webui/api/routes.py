@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 from typing import Any
 
 import psutil
@@ -26,6 +25,7 @@ from webui.api.pictures import clean_picture, prepare_mask
 from webui.api.problems import ApiError, input_problem
 from webui.api.runs import Runs
 from webui.api.schemas import Img2ImgRequest, Txt2ImgRequest
+from webui.config import is_loopback
 from webui.studio import Studio
 
 PREFIX = "/sdapi/v1"
@@ -44,15 +44,6 @@ SUPPORTED = frozenset({
     "refresh-checkpoints", "progress", "interrupt", "skip", "prompt-styles", "memory",
     "cmd-flags",
 })
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
 
 def build_api_router(studio: Studio) -> APIRouter:
     """The ``/sdapi/v1/`` routes for ``studio`` (include it in the server's FastAPI app)."""
