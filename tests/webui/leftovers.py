@@ -6,7 +6,9 @@ import time
 from pathlib import Path
 
 MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"RIFF", b"GIF8")
-CANARIES = (b"Exif\x00\x00", b"CanaryCam", b"CANARY-COMMENT", b"GPS")
+# Long enough not to turn up by chance in random bytes or base64 (a bare b"GPS" did, inside an
+# Argon2 hash); an EXIF block, GPS included, always starts with b"Exif\0\0".
+CANARIES = (b"Exif\x00\x00", b"CanaryCam", b"CANARY-COMMENT")
 
 
 def plaintext_images(folder: Path, newer_than: float = 0.0, skip: tuple[Path, ...] = ()) -> list[str]:
