@@ -1,5 +1,10 @@
-"""API overhead: a txt2img / img2img call through ``/sdapi/v1`` vs the same job put into the
-queue directly (auth, JSON, base64, scrubbing, spool encryption, PNG encoding, HTTP).
+"""Overhead over bare diffusers: the same txt2img / img2img work called on the diffusers pipeline
+directly, through Obscura's queue and engine, and through ``/sdapi/v1`` (auth, JSON, base64,
+scrubbing, spool encryption, PNG encoding, HTTP), interleaved in one run on the same machine.
+
+The img2img case starts from a 1024 px JPEG: bare diffusers decodes it with Pillow and resizes
+it (what any script has to do); Obscura also scrubs it, keeps it encrypted while the job waits
+and shreds it.
 
 Prints a Markdown table (paste into docs/benchmarks.md with the machine it ran on). Not a test.
 
@@ -17,24 +22,47 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import torch
 import uvicorn
 from PIL import Image
 
 import core  # noqa: F401  (offline first)
 from core.demo import save_demo_model
 from core.engine import GenerationRequest
+from core.samplers import find_sampler, make_scheduler
 from webui.config import Settings
 from webui.ramdir import RamDir
 
+PROMPT = "a lighthouse"
+SAMPLER = "Euler a"
+GUIDANCE = 5.0
 
-def photo_b64(size: int) -> tuple[Image.Image, str]:
+
+def photo_jpeg(size: int) -> bytes:
     image = Image.effect_noise((size, size), 64).convert("RGB")
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=90)
-    return image, base64.b64encode(buffer.getvalue()).decode()
+    return buffer.getvalue()
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def interleaved(paths: dict[str, Callable[[], None]], runs: int) -> dict[str, float]:
+    for run in paths.values():
+        run()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(runs):  # interleaved, so drift hits every path alike
+        for name, run in paths.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: median_ms(samples) for name, samples in times.items()}
 
 
 def main() -> None:
@@ -45,7 +73,6 @@ def main() -> None:
     parser.add_argument("--photo", type=int, default=1024, help="init image side in pixels")
     args = parser.parse_args()
 
-    from webui.api import build_api_router  # noqa: F401  (fails early if missing)
     from webui.server import build_app, prepare, shutdown
 
     tmp = Path(tempfile.mkdtemp(prefix="obscura-bench-"))
@@ -64,59 +91,80 @@ def main() -> None:
         time.sleep(0.05)
     url = f"http://127.0.0.1:{port}/sdapi/v1"
     client = httpx.Client(timeout=120)
-    photo, encoded = photo_b64(args.photo)
-    common = {"prompt": "a lighthouse", "width": args.size, "height": args.size,
-              "steps": args.steps, "seed": 1, "sampler_name": "Euler a"}
-    request = dict(width=args.size, height=args.size, num_inference_steps=args.steps, seed=1,
-                   sampler="Euler a")
+    jpeg = photo_jpeg(args.photo)
+    encoded = base64.b64encode(jpeg).decode()
+    size, steps = args.size, args.steps
+
+    engine = studio.engine
+    info = engine.load(None)
+    pipes = {mode: engine._pipeline(info, mode) for mode in ("txt2img", "img2img")}
+    scheduler_config = dict(pipes["txt2img"].scheduler.config)
+
+    def bare(mode: str) -> None:
+        pipe = pipes[mode]
+        with engine._lock:  # the same pipeline object the worker uses; never at the same time
+            pipe.scheduler = make_scheduler(find_sampler(SAMPLER), scheduler_config)
+            generator = [torch.Generator("cpu").manual_seed(1)]
+            kwargs: dict = {"num_inference_steps": steps, "guidance_scale": GUIDANCE,
+                            "generator": generator}
+            if mode == "img2img":
+                photo = Image.open(io.BytesIO(jpeg)).convert("RGB")
+                kwargs.update(image=photo.resize((size, size), Image.Resampling.LANCZOS),
+                              strength=0.5)
+            else:
+                kwargs.update(width=size, height=size)
+            pipe(PROMPT, **kwargs)
+
+    request = dict(width=size, height=size, num_inference_steps=steps, seed=1, sampler=SAMPLER,
+                   guidance_scale=GUIDANCE)
 
     def queue_txt2img() -> None:
-        studio.queue.submit(GenerationRequest("a lighthouse", **request), "bench").wait()
+        studio.queue.submit(GenerationRequest(PROMPT, **request), "bench").wait()
 
     def queue_img2img() -> None:
-        studio.queue.submit(GenerationRequest("a lighthouse", image=photo, strength=0.5,
-                                              **request), "bench").wait()
+        photo = Image.open(io.BytesIO(jpeg)).convert("RGB")
+        studio.queue.submit(GenerationRequest(PROMPT, image=photo, strength=0.5, **request),
+                            "bench").wait()
+
+    common = {"prompt": PROMPT, "width": size, "height": size, "steps": steps, "seed": 1,
+              "sampler_name": SAMPLER, "cfg_scale": GUIDANCE}
 
     def api_txt2img() -> None:
         assert client.post(f"{url}/txt2img", json=common).status_code == 200
 
     def api_img2img() -> None:
         body = {**common, "init_images": [encoded], "denoising_strength": 0.5}
-        assert client.post(f"{url}/img2img", json=body).status_code == 200
-
-    def queue_nothing() -> None:
-        pass
+        response = client.post(f"{url}/img2img", json=body)
+        assert response.status_code == 200, response.text
 
     def api_samplers() -> None:
         assert client.get(f"{url}/samplers").status_code == 200
 
-    cases = [("GET samplers (no job)", queue_nothing, api_samplers),
-             ("txt2img", queue_txt2img, api_txt2img), ("img2img", queue_img2img, api_img2img)]
+    cases = [
+        ("GET samplers (no job)", {"bare": lambda: None, "queue": lambda: None,
+                                   "api": api_samplers}),
+        ("txt2img", {"bare": lambda: bare("txt2img"), "queue": queue_txt2img,
+                     "api": api_txt2img}),
+        (f"img2img from a {args.photo} px JPEG", {"bare": lambda: bare("img2img"),
+                                                  "queue": queue_img2img, "api": api_img2img}),
+    ]
     rows = []
     try:
-        for label, direct, api in cases:
-            direct()
-            api()  # warm-up
-            times: dict[str, list[float]] = {"queue": [], "api": []}
-            for _ in range(args.runs):  # interleaved, so drift hits both alike
-                for kind, run in (("queue", direct), ("api", api)):
-                    start = time.perf_counter()
-                    run()
-                    times[kind].append(time.perf_counter() - start)
-            queue_ms = statistics.median(times["queue"]) * 1000
-            api_ms = statistics.median(times["api"]) * 1000
-            rows.append((label, queue_ms, api_ms))
+        for label, paths in cases:
+            rows.append((label, interleaved(paths, args.runs)))
     finally:
         server.should_exit = True
         shutdown(studio)
-    print(f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}; demo model on "
-          f"{studio.engine.device}; {args.size}x{args.size}, {args.steps} steps, "
-          f"init image {args.photo}x{args.photo} JPEG; median of {args.runs}")
+    print(f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
+          f"{torch.get_num_threads()} torch threads; demo model on {engine.device}; "
+          f"{size}x{size}, {steps} steps; median of {args.runs} interleaved runs")
     print()
-    print("| call | queue directly (ms) | through /sdapi/v1 (ms) | API overhead (ms) |")
-    print("|---|---:|---:|---:|")
-    for label, queue_ms, api_ms in rows:
-        print(f"| {label} | {queue_ms:.0f} | {api_ms:.0f} | {api_ms - queue_ms:.0f} |")
+    print("| call | bare diffusers (ms) | queue + engine (ms) | /sdapi/v1 (ms) "
+          "| engine overhead (ms) | API overhead (ms) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, ms in rows:
+        print(f"| {label} | {ms['bare']:.1f} | {ms['queue']:.1f} | {ms['api']:.1f} | "
+              f"{ms['queue'] - ms['bare']:+.1f} | {ms['api'] - ms['bare']:+.1f} |")
 
 
 if __name__ == "__main__":
