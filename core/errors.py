@@ -26,3 +26,12 @@ class ModelError(InputError):
 
 class JobCancelled(Exception):
     """Raised inside a running pipeline when its job was cancelled."""
+
+
+class ServerStopping(InputError):
+    """The server is stopping: a job still waiting or running is ended with this."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "shutting_down", "The server is stopping; try again in a moment, when it is back."
+        )

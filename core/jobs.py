@@ -1,32 +1,45 @@
-"""The job queue: first in, first out, one worker thread per engine (device).
+"""The job queue: fair between owners, one worker thread per engine (device).
 
 A job carries an ``owner`` that core treats as an opaque string; ``get`` and ``jobs_of`` only
 answer for the owner given. Two hooks let the caller keep inputs safe while a job waits:
 ``prepare`` runs on the worker just before the job starts (e.g. decrypt an upload) and
 ``on_end`` runs exactly once when the job ends in any way — done, failed, cancelled while
 running, or cancelled while waiting (e.g. destroy that upload).
+
+Order: owners are served round-robin, weighted by pictures (start-time fair queueing). Each
+job gets a virtual start tag ``max(now, the owner's previous finish tag)`` and a finish tag
+``start + pictures``; the waiting job with the smallest start tag runs next (ties: first come).
+"Now" is the start tag of the job that started last, so an owner who was idle banks no credit,
+and one owner's job never waits behind more than one job (or one batch) of any other owner
+beyond the one that is running. With one owner, or owners who each send one job, this is first
+in, first out.
+
+Waiting without polling: :meth:`Job.subscribe` calls back (on the worker thread) after every
+step, when the queue moves (a waiting job's position may change) and once when the job ends;
+:func:`watch` turns that into an ``async for`` for an asyncio caller.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import secrets
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from PIL import Image
 
 from core.engine import Engine, GenerationRequest, GenerationResult
-from core.errors import InputError, JobCancelled
+from core.errors import InputError, JobCancelled, ServerStopping
 
 log = logging.getLogger("obscura.core")
 
 Prepare = Callable[[GenerationRequest], GenerationRequest]
 OnEnd = Callable[["Job"], None]
 OnEvent = Callable[[str, "Job"], None]  # ("started" | "ended", job), for an audit trail
+Listener = Callable[["Job"], None]
 
 
 class JobState(enum.Enum):
@@ -48,11 +61,17 @@ class Job:
         owner: str,
         prepare: Prepare | None,
         on_end: OnEnd | None,
+        kind: str | None = None,
     ) -> None:
         self.id = secrets.token_urlsafe(16)
         self.owner = owner
         self.request = request
-        self.kind = request.mode  # kept: the inputs are dropped when the job ends
+        # What the job does (txt2img, img2img, inpaint), kept for the audit trail: a job whose
+        # photo waits in a spool has no image in ``request`` until ``prepare`` runs, so the
+        # caller says what it is.
+        self.kind = kind or request.mode
+        # Pictures it makes: the weight of the job in the fair order.
+        self.weight = max(1, int(request.batch_size or 1))
         self.state = JobState.QUEUED
         self.step = 0
         self.total_steps = 0
@@ -66,6 +85,10 @@ class Job:
         self._on_end = on_end
         self._stop = threading.Event()
         self._done = threading.Event()
+        self._listeners: list[Listener] = []
+        self._listeners_lock = threading.Lock()
+        self._start_tag = 0.0
+        self._seq = 0
 
     @property
     def done(self) -> bool:
@@ -92,10 +115,41 @@ class Job:
         assert self.result is not None
         return self.result
 
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(job)`` after every step, when the queue moves and once when the job
+        has ended (at once if it already has); returns the function that unsubscribes.
+
+        Listeners run on the worker thread and must be quick; an exception in one is logged by
+        type and ignored."""
+        with self._listeners_lock:
+            self._listeners.append(listener)
+        if self.done:
+            self._call(listener)
+
+        def unsubscribe() -> None:
+            with self._listeners_lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _changed(self) -> None:
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            self._call(listener)
+
+    def _call(self, listener: Listener) -> None:
+        try:
+            listener(self)
+        except Exception as exc:  # an observer must never kill the worker
+            log.error("job listener failed: %s", type(exc).__name__)
+
     def _progress(self, step: int, total: int, preview: Image.Image | None) -> None:
         self.step, self.total_steps = step, total
         if preview is not None:
             self.preview = preview
+        self._changed()
 
     def _end(self, state: JobState, error: BaseException | None = None) -> None:
         self.state, self.error = state, error
@@ -109,10 +163,41 @@ class Job:
         finally:
             self._done.set()
             self._queue._notify("ended", self)
+            self._changed()
+            with self._listeners_lock:
+                self._listeners.clear()
+
+
+async def watch(job: Job) -> AsyncIterator[Job]:
+    """Yield ``job`` each time it changed (a step, a move in the queue, its end), from the
+    asyncio loop that iterates; the iteration ends once the job has ended.
+
+    Changes that come while the caller is busy are coalesced into one wake-up: the caller
+    always sees the newest state, never a backlog."""
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+
+    def wake(_job: Job) -> None:
+        try:
+            loop.call_soon_threadsafe(changed.set)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    unsubscribe = job.subscribe(wake)
+    try:
+        while True:
+            await changed.wait()
+            changed.clear()
+            yield job
+            if job.done:
+                return
+    finally:
+        unsubscribe()
 
 
 class JobQueue:
-    """FIFO queue shared by all callers; finished jobs are kept ``keep_ended`` seconds."""
+    """The queue shared by all callers (fair between owners); finished jobs are kept
+    ``keep_ended`` seconds."""
 
     def __init__(
         self, engines: list[Engine], keep_ended: float = 600.0, on_event: OnEvent | None = None
@@ -122,8 +207,12 @@ class JobQueue:
         self.engines = engines
         self.keep_ended = keep_ended
         self.on_event = on_event
-        self._waiting: deque[Job] = deque()
+        self._waiting: list[Job] = []
         self._running: dict[int, Job] = {}
+        # Fair order: the virtual time and each waiting or running owner's last finish tag.
+        self._now = 0.0
+        self._finish: dict[str, float] = {}
+        self._seq = 0
         self._jobs: dict[str, Job] = {}
         self._cv = threading.Condition()
         self._threads: list[threading.Thread] = []
@@ -156,7 +245,7 @@ class JobQueue:
             self._cv.notify_all()
         for job in waiting:
             job._stop.set()
-            job._end(JobState.CANCELLED, JobCancelled())
+            job._end(JobState.FAILED, ServerStopping())
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
@@ -169,16 +258,20 @@ class JobQueue:
         *,
         prepare: Prepare | None = None,
         on_end: OnEnd | None = None,
+        kind: str | None = None,
     ) -> Job:
-        """Check the request (InputError at once) and put it in line."""
+        """Check the request (InputError at once) and put it in line. ``kind`` is what the job
+        does once ``prepare`` has supplied its pictures (default: what ``request`` does)."""
         self.engines[0].validate(request)
-        job = Job(self, request, str(owner), prepare, on_end)
+        job = Job(self, request, str(owner), prepare, on_end, kind)
         with self._cv:
             if self._closing:
-                raise InputError(
-                    "shutting_down", "The server is shutting down; try again in a moment."
-                )
+                raise ServerStopping()
             self._prune()
+            start = max(self._now, self._finish.get(job.owner, 0.0))
+            self._finish[job.owner] = start + job.weight
+            self._seq += 1
+            job._start_tag, job._seq = start, self._seq
             self._jobs[job.id] = job
             self._waiting.append(job)
             self._cv.notify()
@@ -201,13 +294,15 @@ class JobQueue:
             job.preview = None
 
     def position(self, job: Job) -> int:
+        """0 while running; 1 + the number of waiting jobs that run before it while waiting
+        (other owners' jobs are only counted, never named); -1 once it has left the queue."""
         with self._cv:
             if job.state is JobState.RUNNING:
                 return 0
-            try:
-                return list(self._waiting).index(job) + 1
-            except ValueError:
+            if job not in self._waiting:
                 return -1
+            key = _order(job)
+            return 1 + sum(1 for other in self._waiting if _order(other) < key)
 
     @property
     def waiting(self) -> int:
@@ -235,7 +330,25 @@ class JobQueue:
                 self._waiting.remove(job)
             except ValueError:
                 return
+            self._forget_idle_owner(job.owner)
+            behind = list(self._waiting)
         job._end(JobState.CANCELLED, JobCancelled())
+        for other in behind:  # their positions may have moved up
+            other._changed()
+
+    def _forget_idle_owner(self, owner: str) -> None:
+        """An owner with nothing waiting or running needs no finish tag (bounded memory)."""
+        busy = any(j.owner == owner for j in self._waiting) or any(
+            j.owner == owner for j in self._running.values()
+        )
+        if not busy:
+            self._finish.pop(owner, None)
+
+    def _next(self) -> Job:
+        job = min(self._waiting, key=_order)
+        self._waiting.remove(job)
+        self._now = max(self._now, job._start_tag)
+        return job
 
     def _work(self, index: int, engine: Engine) -> None:
         while True:
@@ -246,12 +359,17 @@ class JobQueue:
                         self._prune()
                 if self._closing and not self._waiting:
                     return
-                job = self._waiting.popleft()
+                job = self._next()
                 job.state = JobState.RUNNING
                 self._running[index] = job
+                behind = list(self._waiting)
+            job._changed()
+            for other in behind:  # one place nearer the front
+                other._changed()
             self._run(engine, job)
             with self._cv:
                 self._running.pop(index, None)
+                self._forget_idle_owner(job.owner)
 
     def _run(self, engine: Engine, job: Job) -> None:
         started = time.monotonic()
@@ -266,7 +384,10 @@ class JobQueue:
                 job.request, on_step=job._progress, should_stop=lambda: job.cancel_requested
             )
         except JobCancelled as exc:
-            job._end(JobState.CANCELLED, exc)
+            if self._closing:  # stopped by the server, not by its owner
+                job._end(JobState.FAILED, ServerStopping())
+            else:
+                job._end(JobState.CANCELLED, exc)
         except InputError as exc:
             job._end(JobState.FAILED, exc)
         except Exception as exc:  # the next job must still run
@@ -279,3 +400,7 @@ class JobQueue:
             job.result = result
             job._end(JobState.DONE)
         log.info("job %s ended: %s in %.1f s", job.id, job.state.value, time.monotonic() - started)
+
+
+def _order(job: Job) -> tuple[float, int]:
+    return (job._start_tag, job._seq)

@@ -1,4 +1,5 @@
-"""The job queue: FIFO, cancel within one step, hooks that always run, owners kept apart."""
+"""The job queue: fair between owners, cancel within one step, hooks that always run, owners
+kept apart, waiters woken without polling."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import time
 import pytest
 
 from core.engine import GenerationRequest
-from core.errors import InputError, JobCancelled
-from core.jobs import JobQueue, JobState
+from core.errors import InputError, JobCancelled, ServerStopping
+from core.jobs import JobQueue, JobState, watch
 
 
 @pytest.fixture
@@ -162,7 +163,12 @@ def test_stop_cancels_waiting_jobs_and_runs_their_hooks(engine):
     waiting = q.submit(_request(), owner="a", on_end=lambda j: ended.append("waiting"))
     q.stop()
     assert sorted(ended) == ["running", "waiting"]
-    assert running.state is JobState.CANCELLED and waiting.state is JobState.CANCELLED
+    # Their callers are told the server is stopping (not that they cancelled).
+    for job in (running, waiting):
+        assert job.state is JobState.FAILED
+        assert isinstance(job.error, ServerStopping) and job.error.code == "shutting_down"
+    with pytest.raises(ServerStopping):
+        q.submit(_request(), owner="a")
 
 
 def test_finished_results_are_dropped_after_keep_ended_even_when_idle(engine):
@@ -198,3 +204,168 @@ def test_the_event_hook_sees_every_start_and_end_once(engine):
     assert ("started", done.id, "txt2img") in events and ("ended", done.id, "txt2img") in events
     assert [e for e in events if e[1] == waiting.id] == [("ended", waiting.id, "txt2img")]
     assert sum(1 for e in events if e[1] == blocker.id and e[0] == "ended") == 1
+
+
+def _blocked_queue(engine):
+    """A started queue whose worker is held by a job of ``carol`` until the event is set."""
+    q = JobQueue([engine])
+    q.start()
+    release = threading.Event()
+    started = threading.Event()
+
+    def hold(request: GenerationRequest) -> GenerationRequest:
+        started.set()
+        release.wait(60)
+        return request
+
+    blocker = q.submit(_request(steps=1), owner="carol", prepare=hold)
+    assert started.wait(30)
+    return q, blocker, release
+
+
+def _recording(order: list[str], name: str):
+    return lambda request: (order.append(name), request)[1]
+
+
+def test_owners_are_served_round_robin_so_one_job_never_waits_behind_a_long_line(engine):
+    q, blocker, release = _blocked_queue(engine)
+    order: list[str] = []
+    try:
+        alice = [
+            q.submit(_request(steps=1), owner="alice", prepare=_recording(order, f"alice{i}"))
+            for i in range(4)
+        ]
+        bob = q.submit(_request(steps=1), owner="bob", prepare=_recording(order, "bob"))
+        # Bob is second in line: behind one of alice's jobs, not all four.
+        assert q.position(bob) == 2
+        assert [q.position(job) for job in alice] == [1, 3, 4, 5]
+        release.set()
+        for job in [blocker, *alice, bob]:
+            job.wait(60)
+    finally:
+        release.set()
+        q.stop()
+    assert order == ["alice0", "bob", "alice1", "alice2", "alice3"]
+
+
+def test_a_batch_counts_as_its_pictures_in_the_fair_order(engine):
+    q, blocker, release = _blocked_queue(engine)
+    order: list[str] = []
+    try:
+        jobs = [
+            q.submit(_request(steps=1, batch_size=4), owner="alice",
+                     prepare=_recording(order, "alice-batch")),
+            q.submit(_request(steps=1), owner="alice", prepare=_recording(order, "alice-next")),
+            q.submit(_request(steps=1), owner="bob", prepare=_recording(order, "bob0")),
+            q.submit(_request(steps=1), owner="bob", prepare=_recording(order, "bob1")),
+            q.submit(_request(steps=1), owner="bob", prepare=_recording(order, "bob2")),
+        ]
+        release.set()
+        for job in [blocker, *jobs]:
+            job.wait(60)
+    finally:
+        release.set()
+        q.stop()
+    # Alice's four pictures are worth four of bob's single ones.
+    assert order == ["alice-batch", "bob0", "bob1", "bob2", "alice-next"]
+
+
+def test_an_owner_who_was_idle_banks_no_credit(engine):
+    q, blocker, release = _blocked_queue(engine)
+    release.set()
+    blocker.wait(60)
+    order: list[str] = []
+    try:
+        for _ in range(5):  # alice has the queue to herself for a while
+            q.submit(_request(steps=1), owner="alice").wait(60)
+        hold, started = threading.Event(), threading.Event()
+        second = q.submit(_request(steps=1), owner="carol",
+                          prepare=lambda r: (started.set(), hold.wait(60), r)[2])
+        assert started.wait(30)
+        jobs = []
+        for i in range(3):
+            jobs.append(q.submit(_request(steps=1), owner="alice",
+                                 prepare=_recording(order, f"alice{i}")))
+        for i in range(3):
+            jobs.append(q.submit(_request(steps=1), owner="bob",
+                                 prepare=_recording(order, f"bob{i}")))
+        hold.set()
+        for job in [second, *jobs]:
+            job.wait(60)
+    finally:
+        release.set()
+        q.stop()
+    # Bob, new, does not get alice's past five as a head start: they take turns.
+    assert order == ["alice0", "bob0", "alice1", "bob1", "alice2", "bob2"]
+
+
+def test_the_job_kind_is_what_the_caller_says_for_the_audit_trail(queue):
+    from PIL import Image
+
+    def prepare(request: GenerationRequest) -> GenerationRequest:
+        request.image = Image.new("RGB", (64, 64), (10, 20, 30))
+        return request
+
+    job = queue.submit(_request(strength=0.5), owner="alice", prepare=prepare, kind="img2img")
+    assert job.kind == "img2img"
+    assert job.wait(60).mode == "img2img"
+    assert queue.submit(_request(), owner="alice").kind == "txt2img"
+
+
+def test_subscribers_hear_every_step_and_the_end_once(queue):
+    heard: list[tuple[int, bool]] = []
+    job = queue.submit(_request(steps=4), owner="alice")
+    job.subscribe(lambda j: heard.append((j.step, j.done)))
+    job.wait(60)
+    ends = [entry for entry in heard if entry[1]]
+    assert len(ends) == 1 and heard[-1] == (4, True)
+    late: list[bool] = []
+    job.subscribe(lambda j: late.append(j.done))  # already ended: called at once
+    assert late == [True]
+
+
+def test_a_failing_listener_does_not_break_the_job(queue):
+    job = queue.submit(_request(steps=2), owner="alice")
+    job.subscribe(lambda j: 1 / 0)
+    assert job.wait(60).images
+
+
+def test_watch_wakes_an_asyncio_waiter_without_polling(queue):
+    import asyncio
+
+    async def follow() -> tuple[list[int], float]:
+        job = queue.submit(_request(steps=3), owner="alice")
+        steps: list[int] = []
+        async for changed in watch(job):
+            steps.append(changed.step)
+        ended = time.monotonic() - (job.ended_at or 0)
+        return steps, ended
+
+    steps, lag = asyncio.run(follow())
+    assert steps and steps[-1] == 3
+    assert lag < 0.05  # woken by the end itself, not by the next tick of a poll
+
+
+def test_watch_reports_a_move_in_the_queue(engine):
+    import asyncio
+
+    q, blocker, release = _blocked_queue(engine)
+
+    async def follow() -> list[int]:
+        waiting = q.submit(_request(steps=1), owner="alice")
+        positions: list[int] = []
+        async def unblock() -> None:
+            await asyncio.sleep(0.05)
+            release.set()
+        task = asyncio.create_task(unblock())
+        async for job in watch(waiting):
+            positions.append(q.position(job))
+        await task
+        return positions
+
+    try:
+        positions = asyncio.run(follow())
+    finally:
+        release.set()
+        q.stop()
+    assert positions[0] == 0 and positions[-1] == -1  # started (moved up), then ended
