@@ -13,20 +13,34 @@ The owner (a pseudonymous id or session id) and the spool id are bound into the 
 context, so a file cannot be read as someone else's or swapped for another id. File names are the
 random id, never the user's file name.
 
+No fsync, on purpose: the key of a spool file lives only in this process's memory, so after a
+crash or power cut the file can never be read again, whatever state it is in; making it durable
+buys nothing. The file only has to be encrypted before it is written and removed when its job
+ends (and leftovers are removed at start). Writing is a plain exclusive create (mode 0600) and
+shredding a plain unlink.
+
+Pictures (:meth:`Spool.put_image`, :meth:`Spool.get_image`) are stored as raw pixels behind a
+small header (:func:`encode_pixels`: mode, width, height) instead of a PNG: no compression on the
+way in, no decompression on the way out. The header is checked against the data's length and a
+pixel limit before any picture is allocated.
+
 File layout (version 1): ``b"OBSCSPL" || 0x01 || Cobblestone-256 ciphertext``.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
+import struct
 import threading
 from pathlib import Path
 
 from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
 from cryptography.exceptions import InvalidTag
+from PIL import Image
 
-from privacy.atomic import fsync_folder, make_private_folder, remove_durably, write_atomically
+from privacy.atomic import make_private_folder
 from privacy.errors import SpoolError
 
 MAGIC = b"OBSCSPL"
@@ -34,6 +48,13 @@ VERSION = 1
 HEADER = MAGIC + bytes([VERSION])
 MARKER = ".obscura-spool"
 ID_BYTES = 16
+
+# Raw pixels: b"OBSCPIX" || mode (1 byte) || width, height (uint32, big-endian) || pixel bytes.
+PIXELS_MAGIC = b"OBSCPIX"
+_PIXELS_HEADER = struct.Struct(">7sBII")
+_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+_MODE_CODES = {mode: code for code, mode in _MODES.items()}
+MAX_PIXELS = 100_000_000  # above any upload limit; the caller passes its own, smaller one
 
 _NOT_FOUND = "That upload is not waiting in the spool (it finished, was cancelled or is not yours)."
 
@@ -70,7 +91,6 @@ class Spool:
             else:
                 entry.unlink(missing_ok=True)
         marker.touch(mode=0o600, exist_ok=True)
-        fsync_folder(self.root)
 
     def put(self, data: bytes, *, owner: str) -> str:
         """Encrypt ``data`` into the spool for ``owner``; returns the new random spool id."""
@@ -81,11 +101,19 @@ class Spool:
         with self._lock:
             self._keys[spool_id] = (key, owner)
         try:
-            write_atomically(self._path(spool_id), body)
+            _write_private(self._path(spool_id), body)
         except BaseException:
             self.shred(spool_id)
             raise
         return spool_id
+
+    def put_image(self, image: Image.Image, *, owner: str) -> str:
+        """Encrypt ``image`` as raw pixels (:func:`encode_pixels`); returns the spool id."""
+        return self.put(encode_pixels(image), owner=owner)
+
+    def get_image(self, spool_id: str, *, owner: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+        """The picture :meth:`put_image` stored; refused like :meth:`get`, or as damaged."""
+        return decode_pixels(self.get(spool_id, owner=owner), max_pixels=max_pixels)
 
     def get(self, spool_id: str, *, owner: str) -> bytes:
         """Decrypt and return the upload; refused when it is gone or belongs to someone else."""
@@ -117,7 +145,7 @@ class Spool:
             key = entry[0]
             key[:] = bytes(len(key))  # best effort: Python may hold other copies briefly
         if _is_spool_id(spool_id):
-            remove_durably(self._path(spool_id))
+            self._path(spool_id).unlink(missing_ok=True)
 
     def shred_all(self) -> None:
         """Shred every upload (server shutdown)."""
@@ -149,3 +177,39 @@ def _is_spool_id(value: str) -> bool:
         and len(value) == 2 * ID_BYTES
         and all(c in "0123456789abcdef" for c in value)
     )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` (never an existing file or a link), readable by this user only; no fsync
+    (see the module docstring)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def encode_pixels(image: Image.Image) -> bytes:
+    """``image`` (L, RGB or RGBA; other modes become RGB) as a header and its raw pixels."""
+    if image.mode not in _MODE_CODES:
+        image = image.convert("RGB")
+    header = _PIXELS_HEADER.pack(PIXELS_MAGIC, _MODE_CODES[image.mode], image.width, image.height)
+    return header + image.tobytes()
+
+
+def decode_pixels(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The picture :func:`encode_pixels` made. The header is checked (mode, sizes, pixel count,
+    the data's exact length) before any picture is allocated."""
+    damaged = SpoolError("spool_damaged", "The spooled upload is damaged and cannot be read.")
+    if len(data) < _PIXELS_HEADER.size:
+        raise damaged
+    magic, code, width, height = _PIXELS_HEADER.unpack_from(data)
+    mode = _MODES.get(code)
+    if magic != PIXELS_MAGIC or mode is None or width <= 0 or height <= 0:
+        raise damaged
+    if width * height > max_pixels or len(data) != _PIXELS_HEADER.size + width * height * code:
+        raise damaged
+    return Image.frombytes(mode, (width, height), memoryview(data)[_PIXELS_HEADER.size :])

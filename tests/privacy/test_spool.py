@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from privacy.errors import SpoolError
-from privacy.spool import HEADER, MARKER, Spool
+from privacy.spool import HEADER, MARKER, PIXELS_MAGIC, Spool, decode_pixels, encode_pixels
 
 PHOTO = b"\x89PNG\r\n\x1a\n" + b"a private photo of my kitchen " * 200
 
@@ -206,3 +207,77 @@ def test_after_a_real_kill_9_the_orphan_is_swept_and_never_held_plaintext(tmp_pa
     assert not orphan.exists()  # ...and the next start removes it
     assert spool_files(root) == [] and len(restarted) == 0
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_a_picture_round_trips_as_raw_pixels_with_no_plaintext_on_disk(
+    tmp_path: Path, mode: str
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    picture = Image.effect_noise((37, 21), 80).convert(mode)
+    spool_id = spool.put_image(picture, owner="u1")
+    back = spool.get_image(spool_id, owner="u1")
+    assert back.mode == mode and back.size == (37, 21)
+    assert back.tobytes() == picture.tobytes()
+    (path,) = spool_files(tmp_path / "spool")
+    body = path.read_bytes()
+    assert PIXELS_MAGIC not in body and picture.tobytes()[:64] not in body
+    with pytest.raises(SpoolError, match="not waiting"):
+        spool.get_image(spool_id, owner="someone else")
+
+
+def test_pixels_header_is_mode_width_height_then_the_pixels() -> None:
+    picture = Image.new("RGB", (3, 2), (1, 2, 3))
+    data = encode_pixels(picture)
+    assert data.startswith(PIXELS_MAGIC)
+    assert len(data) == len(PIXELS_MAGIC) + 1 + 8 + 3 * 2 * 3
+    assert decode_pixels(data).getpixel((2, 1)) == (1, 2, 3)
+    assert encode_pixels(Image.new("P", (2, 2))).startswith(PIXELS_MAGIC + bytes([3]))
+
+
+def _header(code: int, width: int, height: int) -> bytes:
+    return PIXELS_MAGIC + bytes([code]) + width.to_bytes(4, "big") + height.to_bytes(4, "big")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"OBSCPIX",
+        _header(3, 0xFFFFFFFF, 0xFFFFFFFF),  # 18 quintillion pixels, declared in 16 bytes
+        _header(3, 100_000, 100_000) + b"\0" * 64,
+        _header(3, 4, 4) + b"\0" * 47,  # one byte short
+        _header(3, 4, 4) + b"\0" * 49,  # one byte too many
+        _header(2, 4, 4) + b"\0" * 32,  # no such mode
+        _header(1, 0, 5),
+        b"NOTPIXS" + _header(1, 1, 1)[7:] + b"\0",
+    ],
+)
+def test_a_hostile_pixels_header_is_refused_before_any_allocation(data: bytes) -> None:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(SpoolError, match="damaged"):
+            decode_pixels(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100_000
+
+
+def test_the_caller_s_pixel_limit_is_checked_from_the_header() -> None:
+    data = encode_pixels(Image.new("L", (100, 100)))
+    with pytest.raises(SpoolError, match="damaged"):
+        decode_pixels(data, max_pixels=9_999)
+    assert decode_pixels(data, max_pixels=10_000).size == (100, 100)
+
+
+def test_writing_to_the_spool_does_not_fsync(tmp_path: Path, monkeypatch) -> None:
+    """The key lives only in memory: durability buys nothing (module docstring)."""
+    calls: list[int] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd))
+    spool = Spool(tmp_path / "spool")
+    spool_id = spool.put_image(Image.new("RGB", (8, 8)), owner="u1")
+    spool.shred(spool_id)
+    assert calls == [] and spool_files(tmp_path / "spool") == []
