@@ -37,8 +37,8 @@ def latents_to_preview(latents: torch.Tensor, arch: str, max_side: int = 256) ->
         factors = torch.tensor(_SD_FACTORS)
         bias = torch.zeros(3)
     rgb = torch.einsum("chw,cr->hwr", latent, factors) + bias
-    rgb = ((rgb + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
-    image = Image.fromarray(rgb, mode="RGB")
+    pixels = ((rgb + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
+    image = Image.fromarray(pixels, mode="RGB")
     # 8x smaller than the output: scale up to a readable thumbnail, never past max_side.
     scale = max(1, min(8, max_side // max(image.size)))
     if scale > 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 from functools import cache
 from importlib import resources
+from typing import Any
 
 BPE_FILE = "clip_bpe_simple_vocab_16e6.txt.gz"
 VOCAB_SIZE = 49408
@@ -51,6 +52,7 @@ def clip_tokenizer(pad_token: str = "<|endoftext|>"):  # noqa: S107  (a token, n
     from transformers import CLIPTokenizer
 
     vocab, merges = clip_vocabulary()
+    pairs: list[Any] = list(merges)  # transformers takes (a, b) pairs; its hint says strings
     return CLIPTokenizer(
-        vocab=dict(vocab), merges=list(merges), pad_token=pad_token, model_max_length=77
+        vocab=dict(vocab), merges=pairs, pad_token=pad_token, model_max_length=77
     )
