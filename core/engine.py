@@ -38,6 +38,18 @@ MAX_SEED = 2**32 - 1
 StepCallback = Callable[[int, int, Image.Image | None], None]
 
 
+def denoising_strength(steps: int, strength: float) -> float:
+    """The strength handed to diffusers: at least one step always runs.
+
+    diffusers runs ``int(steps * strength)`` steps and fails on 0 (steps 1, strength 0.3).
+    AUTOMATIC1111 then runs one step, the last of the requested schedule (all of it at steps 1);
+    so does this: any strength in ``[1/steps, 2/steps)`` makes diffusers start at that step.
+    """
+    if int(steps * strength) >= 1:
+        return strength
+    return min(1.0, 1.5 / steps)
+
+
 @dataclass
 class GenerationRequest:
     prompt: str
@@ -193,6 +205,14 @@ class Engine:
                     "The prompt is too long; keep it under {max} characters.",
                     max=MAX_PROMPT_CHARS,
                 )
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")  # a lone surrogate (JSON's "\ud800") is not text
+                except UnicodeEncodeError:
+                    raise InputError(
+                        "prompt_not_text",
+                        "The prompt contains characters that are not valid text.",
+                    ) from None
         info = self.model_for(request.model)
         spec = info.spec
         find_sampler(request.sampler)
@@ -322,7 +342,8 @@ class Engine:
                 "height": height,
                 "output_type": "pil",
             }
-            kwargs.update(self._mode_inputs(request, info, width, height))
+            strength = denoising_strength(steps, float(request.strength))
+            kwargs.update(self._mode_inputs(request, info, width, height, strength))
             if mode == "img2img" and info.variant != "inpaint":
                 # img2img pipelines take their size from the (already resized) image.
                 del kwargs["width"], kwargs["height"]
@@ -362,7 +383,12 @@ class Engine:
             )
 
     def _mode_inputs(
-        self, request: GenerationRequest, info: ModelInfo, width: int, height: int
+        self,
+        request: GenerationRequest,
+        info: ModelInfo,
+        width: int,
+        height: int,
+        strength: float,
     ) -> dict[str, Any]:
         mode = request.mode
         image = (
@@ -382,10 +408,10 @@ class Engine:
                 image = Image.new("RGB", (width, height), (127, 127, 127))
             if mask is None:
                 mask = Image.new("L", (width, height), 255)
-            strength = 1.0 if mode == "txt2img" else float(request.strength)
+            strength = 1.0 if mode == "txt2img" else strength
             return {"image": image, "mask_image": mask, "strength": strength}
         if mode == "img2img":
-            return {"image": image, "strength": float(request.strength)}
+            return {"image": image, "strength": strength}
         if mode == "inpaint":
-            return {"image": image, "mask_image": mask, "strength": float(request.strength)}
+            return {"image": image, "mask_image": mask, "strength": strength}
         return {}

@@ -178,3 +178,50 @@ def test_switching_models_frees_the_previous_one(engine):
     assert engine.current_model == "demo-tiny-sdxl"
     assert all(pipe is not sd_pipe for pipe in engine._pipes.values())
     assert engine.load("demo-tiny-sdxl") is engine._model  # loaded once, shared
+
+
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
+@pytest.mark.parametrize("text", ["\ud800", "a fox \udfff in snow", "\udc80" * 3])
+def test_a_lone_surrogate_in_a_prompt_is_one_sentence(engine, field, text):
+    request = GenerationRequest("a fox", num_inference_steps=STEPS)
+    setattr(request, field, text)
+    with pytest.raises(InputError) as info:
+        engine.generate(request)
+    assert info.value.code == "prompt_not_text"
+    assert str(info.value) == "The prompt contains characters that are not valid text."
+    # Real non-ASCII text (Chinese, emoji) is text.
+    ok = engine.generate(GenerationRequest("一只狐狸 🦊", width=64, height=64,
+                                           num_inference_steps=1))
+    assert len(ok.images) == 1
+
+
+@pytest.mark.parametrize("model", ["demo-tiny-sd", "demo-tiny-sdxl"])
+@pytest.mark.parametrize(("steps", "strength"), [(1, 0.3), (3, 0.2), (49, 0.01), (2, 0.05)])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_steps_times_strength_under_one_still_runs_one_step(engine, model, steps, strength,
+                                                           with_mask):
+    """diffusers would run int(steps x strength) = 0 steps and fail; AUTOMATIC1111 runs one."""
+    photo = _photo(64, 64)
+    seen: list[tuple[int, int]] = []
+    result = engine.generate(
+        GenerationRequest("ink wash", image=photo, mask=_mask(photo.size) if with_mask else None,
+                          strength=strength, num_inference_steps=steps, model=model, seed=3),
+        on_step=lambda step, total, _preview: seen.append((step, total)),
+    )
+    assert [im.size for im in result.images] == [(64, 64)]
+    assert [step for step, _ in seen] == [1]  # exactly one denoising step ran
+    assert result.strength == strength and result.num_inference_steps == steps
+
+
+def test_denoising_strength_always_gives_diffusers_at_least_one_step():
+    from core.engine import MAX_STEPS, denoising_strength
+
+    for steps in range(1, MAX_STEPS + 1):
+        for strength in (1e-9, 0.001, 0.01, 0.1, 0.3, 0.5, 0.99, 1.0):
+            used = denoising_strength(steps, strength)
+            assert 0 < used <= 1
+            assert min(int(steps * used), steps) >= 1
+            if int(steps * strength) >= 1:
+                assert used == strength  # left alone when diffusers can run it
+            else:
+                assert min(int(steps * used), steps) == 1
