@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -64,8 +65,76 @@ def caller(request: Request) -> Viewer:
     return viewer
 
 
+MAX_JSON_DEPTH = 32  # objects and lists inside each other; AUTOMATIC1111 bodies need ~6
+
+
+def too_deep() -> ApiError:
+    return ApiError(
+        422, "nested_too_deeply",
+        f"The request body is nested too deeply; at most {MAX_JSON_DEPTH} levels of objects "
+        "and lists.",
+    )
+
+
+class _NotFinite(Exception):
+    pass
+
+
+def _finite(text: str) -> float:
+    number = float(text)  # 1e400 is inf
+    if not math.isfinite(number):
+        raise _NotFinite
+    return number
+
+
+def _no_constant(text: str) -> Any:
+    raise _NotFinite  # NaN, Infinity, -Infinity: Python's json takes them, JSON does not
+
+
+def _not_text(where: str | None) -> ApiError:
+    from webui.api.schemas import Img2ImgRequest, Txt2ImgRequest
+
+    known = where in Txt2ImgRequest.model_fields or where in Img2ImgRequest.model_fields
+    field = where if known else None  # never echo a key the client made up
+    if field in ("prompt", "negative_prompt"):
+        return ApiError(422, "prompt_not_text", f"{field}: The prompt contains characters that "
+                        "are not valid text.", field)
+    prefix = f"{field}: " if field else "The request body "
+    return ApiError(422, "not_text", f"{prefix}contains characters that are not valid text.",
+                    field)
+
+
+def check_tree(data: Any) -> None:
+    """Refuse bodies nested past :data:`MAX_JSON_DEPTH` and text that is not text (a lone
+    surrogate such as ``"\\ud800"``: valid JSON, not encodable, a 500 later). One pass, no
+    recursion; ``where`` is the top-level field a value belongs to."""
+    stack: list[tuple[Any, int, str | None]] = [(data, 1, None)]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise _not_text(where) from None
+        elif isinstance(value, dict):
+            if depth > MAX_JSON_DEPTH:
+                raise too_deep()
+            for key, item in value.items():
+                name = where if where is not None else key
+                stack.append((key, depth, name))
+                if isinstance(item, str | dict | list):
+                    stack.append((item, depth + 1, name))
+        elif isinstance(value, list):
+            if depth > MAX_JSON_DEPTH:
+                raise too_deep()
+            stack.extend((item, depth + 1, where) for item in value
+                         if isinstance(item, str | dict | list))
+
+
 async def read_json(request: Request, limit: int) -> Any:
-    """The body as JSON, read into memory (never a temp file) and refused past ``limit``."""
+    """The body as JSON, read into memory (never a temp file) and refused past ``limit``;
+    nesting, NaN/Infinity and invalid text are refused here, before any field is looked at."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -77,11 +146,18 @@ async def read_json(request: Request, limit: int) -> Any:
     if not body:
         return {}
     try:
-        return json.loads(body)
+        data = json.loads(body, parse_float=_finite, parse_constant=_no_constant)
+    except _NotFinite:
+        raise ApiError(422, "not_finite", "The request body holds NaN or Infinity; "
+                       "send finite numbers only.") from None
+    except RecursionError:  # the C parser gives up near depth 1000
+        raise too_deep() from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(422, "invalid_body", "The request body is not valid JSON.") from None
     finally:
         body[:] = b""
+    check_tree(data)
+    return data
 
 
 def parse(model: type[BaseModel], data: Any) -> Any:
@@ -91,3 +167,5 @@ def parse(model: type[BaseModel], data: Any) -> Any:
         return model.model_validate(data)
     except ValidationError as err:
         raise validation_problem(err) from None
+    except RecursionError:
+        raise too_deep() from None

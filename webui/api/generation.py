@@ -27,13 +27,12 @@ from privacy.output import encode_picture
 from webui.api.pictures import encode_base64_png
 from webui.api.problems import ApiError, input_problem
 from webui.api.runs import Inputs, Runs, execute
-from webui.api.schemas import GenerationFields
+from webui.api.schemas import MAX_ITERATIONS, GenerationFields
 from webui.auth import Viewer
 from webui.infotext import infotext
 from webui.studio import Studio
 from webui.styles import find_style
 
-MAX_ITERATIONS = 16
 SCHEDULERS = {"automatic": "Automatic", "karras": "Karras"}
 
 

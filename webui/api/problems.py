@@ -68,12 +68,54 @@ def input_problem(err: Exception, field: str | None = None) -> ApiError:
     return ApiError(status, code, detail, field)
 
 
+# pydantic's error types → the sentence after "field: ".
+SENTENCES = {
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "int_type": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be text",
+    "string_unicode": "contains characters that are not valid text",
+    "string_too_long": "is too long; keep it under {max_length} characters",
+    "too_long": "has too many entries; send at most {max_length}",
+    "list_type": "must be a list",
+    "dict_type": "must be an object",
+}
+# A range error of a field the engine also checks keeps the engine's code.
+RANGE_CODES = {
+    **{name: code for code, name in FIELD_OF_CODE.items() if code.endswith("_out_of_range")},
+    "height": "size_out_of_range",
+    "n_iter": "n_iter_out_of_range",
+}
+
+
 def validation_problem(err: ValidationError) -> ApiError:
-    """The first bad field of a request body, named."""
+    """The first bad field of a request body, named, with the range when it has one
+    (``mask_blur: must be between 0 and 64.``). Never the value sent."""
     first = err.errors(include_url=False, include_input=False)[0]
     location = [str(part) for part in first.get("loc", ()) if not isinstance(part, int)]
     field = ".".join(location) or None
-    message = str(first.get("msg", "invalid value"))
     if field is None:
         return ApiError(422, "invalid_body", "The request body must be a JSON object.")
-    return ApiError(422, "invalid_value", f"{field}: {message}.", field)
+    kind = str(first.get("type", ""))
+    context = {key: str(value) for key, value in (first.get("ctx") or {}).items()}
+    code = "invalid_value"
+    if kind in ("out_of_range", "bool_not_number"):
+        message = str(first.get("msg", "invalid value"))  # our own sentences (schemas.py)
+        code = RANGE_CODES.get(field, "out_of_range") if kind == "out_of_range" else code
+    elif kind in SENTENCES:
+        try:
+            message = SENTENCES[kind].format(**context)
+        except (KeyError, IndexError):
+            message = "invalid value"
+    else:
+        message = "invalid value"
+    if field in ("prompt", "negative_prompt") and kind == "string_unicode":
+        code = "prompt_not_text"
+    elif field in ("prompt", "negative_prompt") and kind == "string_too_long":
+        code = "prompt_too_long"
+    return ApiError(422, code, f"{field}: {message}.", field)

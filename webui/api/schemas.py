@@ -5,35 +5,152 @@ field with a value of the wrong type gets a 422 that names the field (see
 :func:`webui.api.problems.validation_problem`). Where AUTOMATIC1111's default would be wrong
 for the loaded model (steps, size, CFG scale, sampler) a missing value means "the model's
 default" instead; every other default is AUTOMATIC1111's.
+
+Every number a client can send is bounded here, when the body is parsed, before any picture is
+decoded or any work is done: ``true``/``false`` are not numbers, and a value past its range is
+a 422 naming the field and the range. The engine's bounds are the engine's own constants
+(:mod:`core.engine`, shared with the UI and the CLI); the API's own numbers are the named
+constants below, with AUTOMATIC1111's slider ranges. :data:`BOUNDS` lists them all (docs/api.md).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+)
+from pydantic_core import PydanticCustomError
+
+from core.engine import (
+    MAX_BATCH,
+    MAX_GUIDANCE,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_SIZE,
+    MAX_STEPS,
+    MIN_SIZE,
+)
+
+MAX_ITERATIONS = 16  # n_iter: batches of one call
+MAX_STYLES = 32  # entries of styles
+MAX_MASK_BLUR = 64  # AUTOMATIC1111's "Mask blur" slider
+MAX_PADDING = 256  # AUTOMATIC1111's "Only masked padding, pixels" slider
+MAX_RESIZE_MODE = 3  # just resize, crop and resize, resize and fill, latent upscale
+MAX_INPAINTING_FILL = 3  # fill, original, latent noise, latent nothing
+MAX_HR_SCALE = 4.0
+MAX_IMAGE_CFG = 3.0  # instruct-pix2pix image CFG
+MAX_NOISE_MULTIPLIER = 1.5
+MAX_S_CHURN = 100.0
+MAX_S_TMAX = 999.0
+MAX_S_TMIN = 10.0
+MAX_S_NOISE = 1.1
+MAX_S_MIN_UNCOND = 15.0
+
+# field → (lowest, highest): every bounded number of the bodies below, for docs and errors.
+BOUNDS: dict[str, tuple[float, float]] = {}
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_not_number", "must be a number, not true or false")
+    return value
+
+
+def _range(names: tuple[str, ...], low: float, high: float) -> AfterValidator:
+    for name in names:
+        BOUNDS[name] = (low, high)
+
+    def check(value: Any) -> Any:
+        # NaN and infinities fail the comparison too.
+        if value is not None and not low <= value <= high:
+            raise PydanticCustomError(
+                "out_of_range", "must be between {low} and {high}",
+                {"low": _shown(low), "high": _shown(high)},
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _shown(number: float) -> str:
+    return f"{number:g}" if isinstance(number, float) else str(number)
+
+
+def whole(low: int, high: int, *names: str) -> Any:
+    """An int field (``true`` refused, range checked): ``Annotated`` for ``names``."""
+    return Annotated[int, BeforeValidator(_not_bool), _range(names, low, high)]
+
+
+def number(low: float, high: float, *names: str) -> Any:
+    """A float field (``true`` refused, NaN/infinity refused, range checked)."""
+    return Annotated[float, BeforeValidator(_not_bool), _range(names, low, high)]
+
+
+Seed = whole(-1, MAX_SEED, "seed", "subseed")  # -1 = random, as in AUTOMATIC1111
+Fraction = number(0.0, 1.0, "subseed_strength", "denoising_strength", "eta",
+                  "refiner_switch_at")
+Side = whole(MIN_SIZE, MAX_SIZE, "width", "height")
+SeedResize = whole(-1, MAX_SIZE, "seed_resize_from_w", "seed_resize_from_h")
+HiresSide = whole(0, MAX_SIZE, "hr_resize_x", "hr_resize_y", "firstphase_width",
+                  "firstphase_height")
+Blur = whole(0, MAX_MASK_BLUR, "mask_blur", "mask_blur_x", "mask_blur_y")
+Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+BatchSize = whole(1, MAX_BATCH, "batch_size")
+Iterations = whole(1, MAX_ITERATIONS, "n_iter")
+Steps = whole(1, MAX_STEPS, "steps")
+CfgScale = number(0.0, MAX_GUIDANCE, "cfg_scale")
+SMinUncond = number(0.0, MAX_S_MIN_UNCOND, "s_min_uncond")
+SChurn = number(0.0, MAX_S_CHURN, "s_churn")
+STmax = number(0.0, MAX_S_TMAX, "s_tmax")
+STmin = number(0.0, MAX_S_TMIN, "s_tmin")
+SNoise = number(0.0, MAX_S_NOISE, "s_noise")
+HiresScale = number(1.0, MAX_HR_SCALE, "hr_scale")
+HiresSteps = whole(0, MAX_STEPS, "hr_second_pass_steps")
+HiresCfg = number(0.0, MAX_GUIDANCE, "hr_cfg")
+ResizeMode = whole(0, MAX_RESIZE_MODE, "resize_mode")
+ImageCfg = number(0.0, MAX_IMAGE_CFG, "image_cfg_scale")
+InpaintingFill = whole(0, MAX_INPAINTING_FILL, "inpainting_fill")
+Padding = whole(0, MAX_PADDING, "inpaint_full_res_padding")
+MaskInvert = whole(0, 1, "inpainting_mask_invert")
+NoiseMultiplier = number(0.0, MAX_NOISE_MULTIPLIER, "initial_noise_multiplier")
 
 
 class GenerationFields(BaseModel):
     """What txt2img and img2img share."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
-    prompt: str = ""
-    negative_prompt: str = ""
-    styles: list[str] = Field(default_factory=list)
-    seed: int = -1
-    subseed: int = -1
-    subseed_strength: float = 0.0
+    prompt: Prompt = ""
+    negative_prompt: Prompt = ""
+    styles: list[str] = Field(default_factory=list, max_length=MAX_STYLES)
+    seed: Seed = -1
+    subseed: Seed = -1
+    subseed_strength: Fraction = 0.0
+    seed_resize_from_h: SeedResize = -1
+    seed_resize_from_w: SeedResize = -1
     sampler_name: str | None = None
     sampler_index: str | None = None  # deprecated in AUTOMATIC1111; used when sampler_name is not
     scheduler: str | None = None
-    batch_size: int = 1
-    n_iter: int = 1
-    steps: int | None = None
-    cfg_scale: float | None = None
-    width: int | None = None
-    height: int | None = None
+    batch_size: BatchSize = 1
+    n_iter: Iterations = 1
+    steps: Steps | None = None
+    cfg_scale: CfgScale | None = None
+    width: Side | None = None
+    height: Side | None = None
+    eta: Fraction | None = None
+    s_min_uncond: SMinUncond = 0.0
+    s_churn: SChurn = 0.0
+    s_tmax: STmax | None = None
+    s_tmin: STmin = 0.0
+    s_noise: SNoise = 1.0
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: Fraction | None = None
     restore_faces: bool | None = None
     tiling: bool | None = None
     override_settings: dict[str, Any] = Field(default_factory=dict)
@@ -48,6 +165,19 @@ class GenerationFields(BaseModel):
         names = []
         if self.subseed_strength:
             names.append("subseed_strength")
+        for name in ("seed_resize_from_w", "seed_resize_from_h"):
+            if getattr(self, name) > 0:
+                names.append(name)
+        if self.eta is not None:
+            names.append("eta")
+        for name, default in (("s_min_uncond", 0.0), ("s_churn", 0.0), ("s_tmin", 0.0),
+                              ("s_noise", 1.0)):
+            if getattr(self, name) != default:
+                names.append(name)
+        if self.s_tmax is not None:
+            names.append("s_tmax")
+        if self.refiner_checkpoint:
+            names.append("refiner_checkpoint")
         if self.restore_faces:
             names.append("restore_faces")
         if self.tiling:
@@ -61,7 +191,14 @@ class GenerationFields(BaseModel):
 
 class Txt2ImgRequest(GenerationFields):
     enable_hr: bool = False
-    denoising_strength: float | None = None
+    denoising_strength: Fraction | None = None
+    hr_scale: HiresScale = 2.0
+    hr_second_pass_steps: HiresSteps = 0
+    hr_resize_x: HiresSide = 0
+    hr_resize_y: HiresSide = 0
+    hr_cfg: HiresCfg = 1.0
+    firstphase_width: HiresSide = 0
+    firstphase_height: HiresSide = 0
 
     def ignored(self) -> list[str]:
         names = super().ignored()
@@ -73,16 +210,18 @@ class Txt2ImgRequest(GenerationFields):
 class Img2ImgRequest(GenerationFields):
     init_images: list[str] | None = None
     mask: str | None = None
-    denoising_strength: float = 0.75
-    resize_mode: int = 0
-    mask_blur: int | None = None
-    mask_blur_x: int = 4
-    mask_blur_y: int = 4
-    inpainting_fill: int = 0
+    denoising_strength: Fraction = 0.75
+    resize_mode: ResizeMode = 0
+    image_cfg_scale: ImageCfg | None = None
+    mask_blur: Blur | None = None
+    mask_blur_x: Blur = 4
+    mask_blur_y: Blur = 4
+    mask_round: bool = True
+    inpainting_fill: InpaintingFill = 0
     inpaint_full_res: bool = True
-    inpaint_full_res_padding: int = 0
-    inpainting_mask_invert: int = 0
-    initial_noise_multiplier: float | None = None
+    inpaint_full_res_padding: Padding = 0
+    inpainting_mask_invert: MaskInvert = 0
+    initial_noise_multiplier: NoiseMultiplier | None = None
     include_init_images: bool = False
     _photos_sent: int = PrivateAttr(default=0)
 
@@ -107,6 +246,8 @@ class Img2ImgRequest(GenerationFields):
                 names.append("inpaint_full_res")
         if self.initial_noise_multiplier not in (None, 1, 1.0):
             names.append("initial_noise_multiplier")
+        if self.image_cfg_scale is not None:
+            names.append("image_cfg_scale")
         if self.include_init_images:
             names.append("include_init_images")
         return names
