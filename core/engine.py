@@ -24,7 +24,7 @@ from core import pipelines
 from core.devices import DevicePlan, plan, resolve_device, resolve_dtype
 from core.errors import InputError, JobCancelled, ModelError
 from core.preview import latents_to_preview
-from core.registry import ModelInfo, ModelRegistry
+from core.registry import ARCH_SPECS, ModelInfo, ModelRegistry
 from core.samplers import find_sampler, make_scheduler
 
 log = logging.getLogger("obscura.core")
@@ -34,6 +34,9 @@ MAX_BATCH = 8
 MAX_STEPS = 150
 MAX_GUIDANCE = 30.0
 MAX_SEED = 2**32 - 1
+# The smallest and largest side any architecture takes (each model's own range is checked too).
+MIN_SIZE = min(spec.min_size for spec in ARCH_SPECS.values())
+MAX_SIZE = max(spec.max_size for spec in ARCH_SPECS.values())
 
 StepCallback = Callable[[int, int, Image.Image | None], None]
 
