@@ -8,6 +8,9 @@ throttled per account and per client). The session token lives in an ``HttpOnly`
 
 from __future__ import annotations
 
+import base64
+import binascii
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +26,7 @@ from webui.i18n import error_text, language_of, text
 
 SESSION_COOKIE = "obscura_session"
 PERSONAL = "personal"
+IDENTIFIED = "obscura_viewer"  # scope["state"] key: the request's Viewer (or None)
 
 
 @dataclass(frozen=True)
@@ -50,28 +54,54 @@ class Gate:
     def personal(self) -> bool:
         return self.accounts is None
 
-    def viewer(self, headers: Any, cookies: Any, client: str | None = None) -> Viewer | None:
-        if self.accounts is None:
+    def identify(self, headers: Any, cookies: Any, client: str | None = None) -> Viewer | None:
+        """The one place a caller is identified (run off the event loop by
+        :class:`webui.middleware.identity.IdentityMiddleware`): the session cookie, else an
+        API token as ``Authorization: Bearer`` or as the password of HTTP Basic with the
+        account's user name (AUTOMATIC1111 clients); everyone in personal mode. A refused
+        credential is ``None``; raises :class:`LoginThrottledError` while the caller must wait."""
+        accounts = self.accounts
+        if accounts is None:
             return Viewer(PERSONAL, "admin")
         token = cookies.get(SESSION_COOKIE)
         if token:
-            session = self.accounts.get_session(token)
+            session = accounts.get_session(token)
             if session is not None:
                 return Viewer(session.user_id, session.role, session)
         authorization = headers.get("authorization") or ""
         scheme, _, credential = authorization.partition(" ")
-        if scheme.lower() == "bearer" and credential.strip():
-            try:
-                user_id = self.accounts.verify_token(credential.strip(), client=client)
-                return Viewer(user_id, self.accounts.user(user_id).role)
-            except PrivacyError:
+        basic = basic_credentials(authorization)
+        try:
+            if scheme.lower() == "bearer" and credential.strip():
+                user_id = accounts.verify_token(credential.strip(), client=client)
+            elif basic is not None:
+                user_id = basic_token_user(accounts, *basic, client)
+            else:
                 return None
-        return None
+            return Viewer(user_id, accounts.user(user_id).role)
+        except LoginThrottledError:
+            raise
+        except PrivacyError:
+            return None
+
+    def viewer(self, headers: Any, cookies: Any, client: str | None = None) -> Viewer | None:
+        """:meth:`identify`, with a throttled caller as ``None``."""
+        try:
+            return self.identify(headers, cookies, client)
+        except LoginThrottledError:
+            return None
 
     def viewer_of(self, request: Any) -> Viewer | None:
-        """For a FastAPI ``Request`` or a ``gr.Request``."""
+        """For a FastAPI ``Request`` or a ``gr.Request``: what the identity middleware put in
+        the request's scope (identified once per request); identified here only for a request
+        that did not pass the middleware."""
         if request is None:
             return Viewer(PERSONAL, "admin") if self.accounts is None else None
+        starlette = getattr(request, "__dict__", {}).get("request", request)  # gr.Request wraps it
+        scope = getattr(starlette, "scope", None)
+        if isinstance(scope, dict) and IDENTIFIED in scope.get("state", {}):
+            found: Viewer | None = scope["state"][IDENTIFIED]
+            return found
         client = getattr(getattr(request, "client", None), "host", None)
         return self.viewer(request.headers, request.cookies, client)
 
@@ -135,11 +165,17 @@ class Gate:
             return response
 
         @router.get("/logout", include_in_schema=False)
+        async def logout_form(request: Request) -> Response:
+            # A GET changes nothing: it shows the button that POSTs (see SameOriginMiddleware).
+            if self.accounts is None:
+                return RedirectResponse("/", status_code=303)
+            return html(pages.logout_page(language_of(request)))
+
         @router.post("/logout", include_in_schema=False)
         async def logout(request: Request) -> Response:
             token = request.cookies.get(SESSION_COOKIE)
             if token and self.accounts is not None:
-                self.accounts.logout(token)
+                await _in_thread(self.accounts.logout, token)
             response = RedirectResponse("/login" if self.accounts else "/", status_code=303)
             response.delete_cookie(SESSION_COOKIE, path="/")
             return response
@@ -172,6 +208,35 @@ class Gate:
             return RedirectResponse("/login?registered=1", status_code=303)
 
         return router
+
+
+def basic_credentials(authorization: str) -> tuple[str, str] | None:
+    """``(user name, password)`` from an ``Authorization: Basic …`` value, else ``None``."""
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic" or not encoded.strip():
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, colon, password = decoded.partition(":")
+    if not colon:
+        return None
+    return username, password
+
+
+def basic_token_user(accounts: Accounts, username: str, token: str, client: str | None) -> str:
+    """The user id when ``token`` is one of ``username``'s API tokens; raises PrivacyError."""
+    user_id = accounts.verify_token(token, client=client)
+    try:
+        owner = accounts.user(user_id).username
+    except PrivacyError:
+        owner = ""
+    if not secrets.compare_digest(owner.encode(), username.strip().encode()):
+        # Somebody else's token, or a name that does not go with it: a failed attempt.
+        accounts.throttle.failed(None, client)
+        raise PrivacyError("token_invalid", "The API token is not valid; it may have been revoked.")
+    return user_id
 
 
 def _choice(request: Request) -> str | None:

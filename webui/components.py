@@ -71,34 +71,35 @@ class PrivateGallery(gr.Gallery):
 
 class PrivateImageMask(gr.ImageMask):
     """The mask painter. The handler gets ``{"background", "layers", "composite"}`` whose
-    values are either an upload's cache path (``str``) or the bytes the browser sent (the
-    editor's in-memory blob route), never a decoded or converted copy."""
+    values are an upload's cache path (``str``), never a decoded or converted copy.
+
+    Gradio's editor can also send its layers to the server function ``accept_blobs``, which
+    keeps them in memory under an id the browser picks, tied to no user, never swept. That
+    function is switched off here (it is no server function any more, so the page does not
+    offer it and ``component_server`` refuses it; the access guard closes the route as well):
+    the browser then uploads the layers as files, owned and swept like every upload."""
 
     def get_block_name(self) -> str:
         return "imageeditor"
 
-    def preprocess(self, payload: Any) -> dict[str, Any] | None:  # type: ignore[override]
-        if payload is None:
-            return None
-        source: Any = payload
-        if getattr(payload, "id", None) is not None:
-            source = self.blob_storage.pop(payload.id, None)
-            if source is None:
-                return None
+    def accept_blobs(self, data: Any) -> None:  # type: ignore[override]  # not a server function
+        raise PermissionError("the blob route is closed")
 
-        def raw(item: Any) -> str | bytes | None:
+    def preprocess(self, payload: Any) -> dict[str, Any] | None:  # type: ignore[override]
+        if payload is None or getattr(payload, "id", None) is not None:
+            return None  # a blob id: nothing is ever stored under one
+
+        def raw(item: Any) -> str | None:
             if item is None:
                 return None
             if isinstance(item, FileData):
                 return item.path
-            if isinstance(item, bytes | bytearray | memoryview):
-                return bytes(item)
             return getattr(item, "path", None)
 
         return {
-            "background": raw(source.background),
-            "layers": [raw(layer) for layer in (source.layers or [])],
-            "composite": raw(source.composite),
+            "background": raw(payload.background),
+            "layers": [raw(layer) for layer in (payload.layers or [])],
+            "composite": raw(payload.composite),
         }
 
 

@@ -1,4 +1,4 @@
-"""The two pages served outside Gradio: log in and register with an invite code.
+"""The pages served outside Gradio: log in, register with an invite code, log out.
 
 Plain server-rendered HTML with inline styles (allowed by the CSP, nothing fetched elsewhere),
 in the visitor's language, and the sentence that says exactly what an account holds.
@@ -91,3 +91,16 @@ def register_page(lang: str, error: str | None = None) -> str:
         f'<nav><a href="/login">{t("have_account")}</a>{_languages("/register")}</nav>'
     )
     return _page(lang, text("register_title", lang), body)
+
+
+def logout_page(lang: str) -> str:
+    """``GET /logout``: a button that POSTs the logout (a GET never changes anything, so no
+    ``<img src=/logout>`` on another page can end a session)."""
+    t = lambda key: escape(text(key, lang))  # noqa: E731
+    body = (
+        f"<h1>{t('logout')}</h1><p>{t('logout_question')}</p>"
+        '<form method="post" action="/logout">'
+        f'<button type="submit" id="logout-confirm">{t("logout")}</button></form>'
+        '<nav><a href="/">Obscura</a></nav>'
+    )
+    return _page(lang, text("logout", lang), body)

@@ -51,7 +51,10 @@ class UploadOwners:
         self._clock = clock
 
     def _normal(self, path: str | os.PathLike[str]) -> Path | None:
-        real = Path(os.path.realpath(path))
+        try:
+            real = Path(os.path.realpath(path))
+        except (ValueError, OSError):  # a NUL byte, a name too long
+            return None
         if self.cache_dir not in real.parents:
             return None
         return real

@@ -5,6 +5,7 @@ guard and Gradio read differently. Each test fails without its fix."""
 from __future__ import annotations
 
 import http.client
+import time
 from contextlib import closing
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
@@ -221,3 +222,131 @@ def test_a_path_decoded_twice_or_with_dot_segments_reaches_nothing(accounts_serv
             assert alices_photo not in body and b"components" not in body
         status, body = raw_get(accounts_server, f"/gradio_api/file={bobs}", bob.cookies)
         assert status == 200  # bob's own upload, named plainly, is still served
+
+
+# -- issue 9 item 2: no server-side fetch of a URL a client sends ------------------------------
+
+LINK = "http://1.1.1.1/holiday.png"
+REFUSED_FILE = "Files must be uploaded to this server first"
+
+
+def file_data(path, url=None) -> dict:
+    return {"path": path, "url": url, "orig_name": "holiday.png", "size": None,
+            "mime_type": "image/png", "is_stream": False, "meta": {"_type": "gradio.FileData"}}
+
+
+def api_index(http: httpx.Client, api_name: str) -> int:
+    for dependency in http.get("/config").json()["dependencies"]:
+        if dependency.get("api_name") == api_name:
+            return dependency["id"]
+    raise KeyError(api_name)
+
+
+def img2img_data(image) -> list:
+    return [image, "x", "", 0.5, "", "", "", 2, 5.0, 0, 0, 1, 1]
+
+
+def test_no_file_input_makes_the_server_fetch_a_link(accounts_server):
+    with closing(accounts_server.login("bob")) as bob:
+        own = upload(bob, "photo.jpg", tiny_photo())
+        index = api_index(bob, "img2img")
+        editor = {"background": file_data(LINK), "layers": [file_data(own)],
+                  "composite": file_data(own)}
+        layered = {"background": file_data(own), "layers": [None, file_data(LINK)],
+                   "composite": None}
+        values = [
+            file_data(LINK),                                    # path is a link
+            file_data("https://dns.google/x.png"),
+            file_data(own, url=LINK),                           # url is a link
+            {"path": LINK},                                     # no meta marker
+            editor, layered,                                    # image editor value
+            [{"image": file_data(LINK), "caption": None}],      # gallery value
+            file_data("/etc/hostname"),                         # a file that is no upload
+        ]
+        for number, value in enumerate(values):
+            body = {"data": img2img_data(value), "fn_index": index, "event_data": None,
+                    "session_hash": f"bob-fetch-{number}", "trigger_id": None}
+            joined = bob.post("/gradio_api/queue/join", json=body)
+            assert joined.status_code == 422, (value, joined.text)
+            assert joined.json()["error"].startswith(REFUSED_FILE)
+            called = bob.post("/gradio_api/call/img2img", json={"data": img2img_data(value)})
+            assert called.status_code == 422, value
+        fetched = bob.get(f"/gradio_api/file={LINK}")
+        assert fetched.status_code == 404
+        # bob's own upload, as the browser names it (path and url), is still accepted
+        own_url = f"{accounts_server.url}/gradio_api/file={own}"
+        body = {"data": img2img_data(file_data(own, url=own_url)), "fn_index": index,
+                "event_data": None, "session_hash": "bob-fetch-own", "trigger_id": None}
+        assert bob.post("/gradio_api/queue/join", json=body).status_code == 200
+    time.sleep(1.2)  # the server writes its record of connection attempts twice a second
+    attempts = accounts_server.net_attempts()
+    assert attempts == [], attempts
+
+
+def test_the_guard_never_passes_a_body_it_cannot_read(accounts_server):
+    with closing(accounts_server.login("bob")) as bob:
+        index = api_index(bob, "img2img")
+        big = "x" * 1_100_000  # over Starlette's 1 MB form field limit
+        # multipart on a JSON route, broken JSON, a JSON list: refused, never passed unchecked
+        form = bob.post("/gradio_api/queue/join", files={"session_hash": (None, big)},
+                        headers={"x-gradio-user": "api"})
+        assert form.status_code == 400
+        for body in (b'{"session_hash": "x", ', b"[1, 2]", b'{"a":' * 100 + b"1" + b"}" * 100):
+            response = bob.post("/gradio_api/queue/join", content=body,
+                                headers={"content-type": "application/json"})
+            assert response.status_code == 400, body[:20]
+        # the route the blob painter used is closed, multipart or not
+        blob = bob.post("/gradio_api/component_server", files={"data": (None, big)},
+                        headers={"x-gradio-user": "api"})
+        assert blob.status_code == 404
+        call = {"session_hash": "bob-blob", "component_id": 1, "fn_name": "accept_blobs",
+                "data": {}}
+        assert bob.post("/gradio_api/component_server", json=call).status_code == 404
+        assert index >= 0
+
+
+# -- issue 9 item 3: logout (and every state change) is not forgeable -------------------------
+
+
+def test_a_get_or_a_forged_post_cannot_log_anyone_out(accounts_server):
+    port = port_of(accounts_server)
+    with closing(accounts_server.login("carol")) as carol:
+        # <img src=/logout> on a page served from another port of this host
+        image = carol.get("/logout", headers={"sec-fetch-site": "same-site",
+                                              "sec-fetch-mode": "no-cors"})
+        assert image.status_code == 200 and "logout-confirm" in image.text
+        assert carol.get("/config").status_code == 200
+        forged = [
+            {"origin": f"http://127.0.0.1:{port + 1}", "sec-fetch-site": "same-site"},
+            {"sec-fetch-site": "same-site"},
+            {"sec-fetch-site": "cross-site"},
+            {"content-type": "application/x-www-form-urlencoded"},  # neither header: refused
+        ]
+        for headers in forged:
+            response = carol.post("/logout", headers=headers)
+            assert response.status_code == 403, headers
+            assert carol.get("/config").status_code == 200, headers
+        own = carol.post("/logout", headers={"origin": accounts_server.url,
+                                             "sec-fetch-site": "same-origin"})
+        assert own.status_code == 303
+        assert carol.get("/config").status_code == 401
+
+
+def test_cookie_state_changes_need_a_same_origin_page_but_tokens_and_scripts_pass(accounts_server):
+    with closing(accounts_server.login("bob")) as bob:
+        form = {"content-type": "text/plain"}
+        for path in ("/gradio_api/queue/join", "/gradio_api/cancel", "/sdapi/v1/txt2img"):
+            refused = bob.post(path, content=b"{}", headers=form)
+            assert refused.status_code == 403, path
+            cross = bob.post(path, json={}, headers={"sec-fetch-site": "same-site"})
+            assert cross.status_code == 403, path
+        # a script (JSON, no Origin) and the UI (Sec-Fetch-Site: same-origin) pass the check
+        script = bob.post("/gradio_api/reset", json={"session_hash": "bob-x", "fn_index": 0})
+        page = bob.post("/gradio_api/reset", content=b'{"session_hash": "bob-x"}',
+                        headers={**form, "sec-fetch-site": "same-origin"})
+        for passed in (script, page):
+            assert "Cross-origin" not in passed.text and passed.status_code < 500
+    # no cookie at all (curl, webuiapi with a token): not forgeable, not refused here
+    with accounts_server.client() as anonymous:
+        response = anonymous.post("/sdapi/v1/txt2img", content=b"{}", headers=form)
+        assert response.status_code == 401

@@ -21,7 +21,21 @@ guard:
 * records the paths ``/gradio_api/upload`` returns as the uploader's, and serves
   ``/gradio_api/file=`` only for the uploader's own uploads (outputs never are files);
 * binds each upload's client-chosen ``upload_id`` to its user, so that only they can follow
-  ``/gradio_api/upload_progress`` (which names the file).
+  ``/gradio_api/upload_progress`` (which names the file);
+* reads every body it checks (``queue/join``, ``call/*``, ``cancel``, ``reset``) as a JSON
+  object and refuses one it cannot read (400): it never lets through what it could not check;
+* refuses (422, one sentence) any file a body names that is not an upload of this user's in
+  Gradio's cache: a ``path`` or ``url`` that is a link (Gradio would download it, DNS look-up
+  included), another user's upload or any other local file. ``url`` may also be a ``data:``
+  URL (what the UI sends back of a picture it was shown);
+* keeps its ownership maps by age (a week since last use), never by pressure: past the size
+  limit a new session is refused (503), and one user's many sessions push out only their own;
+* closes ``/gradio_api/component_server``: the only server function of the UI's components is
+  the mask painter's ``accept_blobs``, whose blobs were keyed by a client-chosen id, tied to no
+  user and never swept. Without it the painter uploads its layers like any other file.
+
+Who the caller is comes from :mod:`webui.middleware.identity` (found once per request, in a
+worker thread); a caller the login throttle holds back gets 429 with ``retry-after``.
 """
 
 from __future__ import annotations
@@ -30,17 +44,21 @@ import json
 import posixpath
 import re
 import threading
-from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qsl
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from webui.auth import Gate
+from webui.i18n import language_of, text
+from webui.middleware.identity import identify
 from webui.uploads import UploadOwners
-
-Identify = Callable[[Scope], Awaitable[str | None]]
 
 API = "/gradio_api"
 PUBLIC_EXACT = frozenset({"/login", "/register", "/healthz", "/favicon.ico", "/robots.txt"})
@@ -51,31 +69,95 @@ REFUSED = re.compile(
 )
 # What Gradio 6's front end and gradio_client call under /gradio_api; anything else is 404.
 API_ROUTES = re.compile(
-    r"^/(?:info|app_id|theme\.css|queue/join|queue/data|upload|upload_progress|cancel|reset|"
-    r"component_server)/?$|^/(?:heartbeat|stream|call)/[^/]|^/file=."
+    r"^/(?:info|app_id|theme\.css|queue/join|queue/data|upload|upload_progress|cancel|reset)/?$"
+    r"|^/(?:heartbeat|stream|call)/[^/]|^/file=."
 )
 MAX_BODY = 64 * 1024 * 1024
+MAX_DEPTH = 64  # nesting of a checked JSON body (Gradio's values nest a few levels)
+FILE_URL = f"{API}/file="
+
+
+class OwnershipFull(Exception):
+    """No new key can be recorded until old ones expire."""
 
 
 class Ownership:
-    """First user to use a key owns it (session hashes, event ids); bounded in size."""
+    """First user to use a key owns it (session hashes, event ids) for ``max_age`` seconds
+    after its last use. Never forgets a live key under pressure: past ``limit`` keys a new key
+    is refused (:class:`OwnershipFull`); one user's keys past ``per_user`` push out only that
+    user's oldest."""
 
-    def __init__(self, limit: int = 100_000) -> None:
-        self._owner: dict[str, str] = {}
+    def __init__(
+        self,
+        limit: int = 100_000,
+        *,
+        per_user: int = 2_000,
+        max_age: float = 7 * 86400,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._owner: dict[str, tuple[str, float]] = {}
+        self._by_user: dict[str, OrderedDict[str, None]] = {}
         self._lock = threading.Lock()
         self._limit = limit
+        self._per_user = per_user
+        self._max_age = max_age
+        self._clock = clock
 
     def claim(self, key: str, user: str) -> bool:
+        """Whether ``key`` is ``user``'s (recording it for them when nobody holds it)."""
+        now = self._clock()
         with self._lock:
-            owner = self._owner.setdefault(key, user)
-            if len(self._owner) > self._limit:
-                for old in list(self._owner)[: self._limit // 10]:
-                    self._owner.pop(old, None)
-            return owner == user
+            entry = self._live(key, now)
+            if entry is not None:
+                if entry[0] != user:
+                    return False
+                self._owner[key] = (user, now)
+                self._by_user[user].move_to_end(key)
+                return True
+            if len(self._owner) >= self._limit:
+                self._expire(now)
+                if len(self._owner) >= self._limit:
+                    raise OwnershipFull
+            mine = self._by_user.setdefault(user, OrderedDict())
+            while len(mine) >= self._per_user:
+                oldest, _ = mine.popitem(last=False)
+                self._owner.pop(oldest, None)
+            self._owner[key] = (user, now)
+            mine[key] = None
+            return True
 
     def owner(self, key: str) -> str | None:
         with self._lock:
-            return self._owner.get(key)
+            entry = self._live(key, self._clock())
+        return entry[0] if entry else None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._owner)
+
+    def _live(self, key: str, now: float) -> tuple[str, float] | None:
+        entry = self._owner.get(key)
+        if entry is not None and now - entry[1] > self._max_age:
+            self._drop(key, entry[0])
+            return None
+        return entry
+
+    def _drop(self, key: str, user: str) -> None:
+        self._owner.pop(key, None)
+        mine = self._by_user.get(user)
+        if mine is not None:
+            mine.pop(key, None)
+            if not mine:
+                del self._by_user[user]
+
+    def _expire(self, now: float) -> None:
+        for key, (user, used) in list(self._owner.items()):
+            if now - used > self._max_age:
+                self._drop(key, user)
+
+
+class BadBody(Exception):
+    """A body the guard cannot read; it is refused, never passed on unchecked."""
 
 
 class AccessGuard:
@@ -83,13 +165,13 @@ class AccessGuard:
         self,
         app: ASGIApp,
         *,
-        identify: Identify,
+        gate: Gate,
         uploads: UploadOwners,
         sessions: Ownership | None = None,
         events: Ownership | None = None,
     ) -> None:
         self.app = app
-        self.identify = identify
+        self.gate = gate
         self.uploads = uploads
         self.sessions = sessions or Ownership()
         self.events = events or Ownership()
@@ -109,15 +191,21 @@ class AccessGuard:
         if REFUSED.match(path):
             await _deny(scope, receive, send, 404, "Not found.")
             return
-        user = await self.identify(scope)
-        if user is None:
+        viewer, throttled = await identify(self.gate, scope)
+        if throttled is not None:
+            headers = {"retry-after": str(throttled.retry_after)} if throttled.retry_after else {}
+            await _deny(scope, receive, send, 429, str(throttled), headers)
+            return
+        if viewer is None:
             await self._not_logged_in(scope, receive, send)
             return
-        scope.setdefault("state", {})["obscura_user"] = user
         if not path.startswith(API):
             await self.app(scope, receive, send)
             return
-        await self._gradio_api(scope, receive, send, path[len(API):], user)
+        try:
+            await self._gradio_api(scope, receive, send, path[len(API):], viewer.user_id)
+        except OwnershipFull:
+            await _deny(scope, receive, send, 503, "The server is busy; try again in a few minutes.")
 
     async def _not_logged_in(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
@@ -187,7 +275,7 @@ class AccessGuard:
             await self.app(scope, receive, self._record_uploads(send, user))
             return
         if scope["type"] == "http" and scope["method"] == "POST" and (
-            route.rstrip("/") in ("/queue/join", "/cancel", "/reset", "/component_server")
+            route.rstrip("/") in ("/queue/join", "/cancel", "/reset")
             or route.startswith("/call/")
         ):
             await self._check_body(scope, receive, send, route, user)
@@ -217,7 +305,16 @@ class AccessGuard:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        session, event_id = await _ids_in_body(scope, body)
+        try:
+            data = _json_object(body)
+        except BadBody:
+            await _deny(scope, receive, send, 400, "The request body could not be read.")
+            return
+        if self._foreign_file(data, user):
+            message = text("file_not_uploaded", language_of(Request(scope)))
+            await _deny(scope, receive, send, 422, message)
+            return
+        session, event_id = _ids(data)
         if session is not None and not self.sessions.claim(session, user):
             await _deny(scope, receive, send, 403, "Not your session.")
             return
@@ -229,6 +326,29 @@ class AccessGuard:
             await self.app(scope, replay, self._record_event(send, user))
             return
         await self.app(scope, replay, send)
+
+    def _foreign_file(self, data: object, user: str) -> bool:
+        """Whether a value names a file that is not one of ``user``'s uploads (a link, a
+        path elsewhere, another user's upload)."""
+        for item in _dicts(data):
+            path, url = item.get("path"), item.get("url")
+            if path is not None and not (isinstance(path, str) and self.uploads.owns(path, user)):
+                return True
+            if url is not None and not (isinstance(url, str) and self._own_url(url, user)):
+                return True
+        return False
+
+    def _own_url(self, url: str, user: str) -> bool:
+        if url.startswith("data:"):
+            return True
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return False
+        if parts.scheme not in ("", "http", "https") or parts.query or parts.fragment:
+            return False
+        route = unquote(parts.path)
+        return route.startswith(FILE_URL) and self.uploads.owns(route[len(FILE_URL):], user)
 
     def _record_event(self, send: Send, user: str) -> Send:
         chunks: list[bytes] = []
@@ -295,33 +415,48 @@ def _single(scope: Scope, name: str) -> str | None:
     return values[0] if len(values) == 1 else None
 
 
-async def _ids_in_body(scope: Scope, body: bytes) -> tuple[str | None, str | None]:
-    """The ``session_hash`` and ``event_id`` a JSON or multipart request body names."""
-    content_type = Headers(scope=scope).get("content-type", "")
-    data: dict[str, object] = {}
-    if content_type.startswith("multipart/form-data"):
-        sent = False
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object (empty: ``{}``); :class:`BadBody` for anything else."""
+    if not body.strip():
+        return {}
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadBody from None
+    if not isinstance(parsed, dict):
+        raise BadBody
+    if _depth_over(parsed, MAX_DEPTH):
+        raise BadBody
+    return parsed
 
-        async def once() -> Message:
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
 
-        request = Request(scope, once)
-        try:
-            form = await request.form(max_files=1000, max_fields=1000)
-            data = {key: value for key, value in form.items() if isinstance(value, str)}
-            await form.close()
-        except Exception:  # noqa: BLE001  (an unparsable body: Gradio refuses it too)
-            data = {}
-    elif body:
-        try:
-            parsed = json.loads(body)
-            data = parsed if isinstance(parsed, dict) else {}
-        except ValueError:
-            data = {}
+def _depth_over(value: object, limit: int) -> bool:
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+def _dicts(value: object) -> Iterator[dict[str, Any]]:
+    """Every JSON object inside ``value`` (itself included), however deeply nested."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _ids(data: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The ``session_hash`` and ``event_id`` a request body names."""
     session = data.get("session_hash")
     event_id = data.get("event_id")
     return (
@@ -330,13 +465,16 @@ async def _ids_in_body(scope: Scope, body: bytes) -> tuple[str | None, str | Non
     )
 
 
-async def _deny(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+async def _deny(
+    scope: Scope, receive: Receive, send: Send, status: int, message: str,
+    headers: dict[str, str] | None = None,
+) -> None:
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008})
         return
     response = (
-        JSONResponse({"error": message}, status_code=status)
-        if status in (401, 403)
-        else PlainTextResponse(message, status_code=status)
+        PlainTextResponse(message, status_code=status, headers=headers)
+        if status == 404
+        else JSONResponse({"error": message}, status_code=status, headers=headers)
     )
     await response(scope, receive, send)
