@@ -3,8 +3,10 @@
 Start-up order matters and is fixed in :mod:`webui.cli_serve`: the privacy environment
 (``core.offline``) and the RAM directory are set before this module imports Gradio.
 
-Request path, outermost first: security headers → allowed Host (DNS rebinding) → same-origin check → access guard (login,
-per-user files, sessions and jobs) → language → FastAPI (``/healthz``, login pages) → Gradio.
+Request path, outermost first: security headers → allowed Host (DNS rebinding) → same-origin
+check (cross-site requests and forged state changes) → identity (who is asking, once, off the
+event loop) → access guard (login, per-user files, sessions and jobs, no server-side fetches) →
+language → FastAPI (``/healthz``, login pages) → Gradio.
 """
 
 from __future__ import annotations
@@ -19,19 +21,18 @@ from pathlib import Path
 import gradio as gr
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from starlette.requests import Request
-from starlette.types import ASGIApp, Scope
+from starlette.types import ASGIApp
 
 from core.errors import InputError
 from core.registry import ensure_demo_model
 from privacy.accounts import Accounts
 from webui import downloads
 from webui.api import build_api_router
-from webui.api.auth import identify_caller
 from webui.config import Settings, is_loopback
 from webui.middleware.guard import AccessGuard
 from webui.middleware.headers import SecurityHeadersMiddleware
 from webui.middleware.host import AllowedHostMiddleware, allowed_hosts
+from webui.middleware.identity import IdentityMiddleware
 from webui.middleware.language import LanguageMiddleware
 from webui.middleware.origin import SameOriginMiddleware
 from webui.ramdir import RamDir
@@ -129,15 +130,11 @@ def build_app(studio: Studio, *, tls: bool = False) -> ASGIApp:
     )
 
     gate = studio.gate
-
-    async def identify(scope: Scope) -> str | None:
-        # Session cookie, Bearer API token, or (for AUTOMATIC1111 clients) HTTP Basic with
-        # a username and an API token.
-        viewer = identify_caller(gate, Request(scope))
-        return viewer.user_id if viewer else None
-
     wrapped: ASGIApp = LanguageMiddleware(app, secure=tls)
-    wrapped = AccessGuard(wrapped, identify=identify, uploads=studio.uploads)
+    wrapped = AccessGuard(wrapped, gate=gate, uploads=studio.uploads)
+    # Session cookie, Bearer API token, or HTTP Basic with a user name and an API token:
+    # found once per request, in a worker thread, for the guard, the API and Gradio.
+    wrapped = IdentityMiddleware(wrapped, gate=gate)
     wrapped = SameOriginMiddleware(wrapped)
     wrapped = AllowedHostMiddleware(wrapped, allowed=allowed_hosts(studio.settings, personal=gate.personal))
     wrapped = SecurityHeadersMiddleware(wrapped, hsts=tls)

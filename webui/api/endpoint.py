@@ -6,7 +6,6 @@ is logged, only the type of an unexpected error.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -43,7 +42,7 @@ class ApiRoute(APIRoute):
             try:
                 if gate is None:
                     raise RuntimeError("ApiRoute without a gate")
-                request.state.api_viewer = await asyncio.to_thread(require_viewer, gate, request)
+                request.state.api_viewer = await require_viewer(gate, request)
                 return await handler(request)
             except ApiError as err:
                 return err.response()
