@@ -96,7 +96,7 @@ def test_wrong_password_is_one_sentence_without_details(accounts_server):
 def test_logout_ends_the_session(accounts_server):
     http = accounts_server.login("dave")
     assert http.get("/config").status_code == 200
-    http.get("/logout")
+    http.post("/logout", headers={"sec-fetch-site": "same-origin"})
     http.cookies.clear()
     http.cookies.set("obscura_session", "stale-token-value")
     assert http.get("/config").status_code == 401
@@ -128,9 +128,11 @@ def test_bob_cannot_fetch_or_use_alices_upload(accounts_server):
     assert bob.get(f"/gradio_api/file={path}").status_code == 404
     stolen = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": "photo.jpg"}
     data = [stolen, "x", "", 0.5, "", "", "", 2, 5.0, 0, 0, 1, 1]
-    result = run_raw(bob, "img2img", data, session_hash="bob-session-1")
-    assert result["success"] is False
-    assert "upload is gone" in result["output"]["error"]  # same words as "not there"
+    refused = bob.post("/gradio_api/queue/join", json={  # the guard: not bob's upload
+        "data": data, "fn_index": fn_index(bob, "img2img"), "session_hash": "bob-session-1",
+        "event_data": None, "trigger_id": None})
+    assert refused.status_code == 422
+    assert "uploaded to this server" in refused.json()["error"]
     # bob's attempt neither used nor deleted alice's file
     assert path in files_in(accounts_server.ram_dir / "gradio")
     result = run_raw(alice, "img2img", data, session_hash="alice-session-1")
@@ -176,7 +178,7 @@ def test_retention_zero_keeps_pictures_only_until_logout(accounts_server):
     assert painted["success"] is True
     gallery = accounts_server.data_dir / "gallery"
     before = len(list(gallery.rglob("*.key")))
-    carol.get("/logout")
+    carol.post("/logout", headers={"sec-fetch-site": "same-origin"})
     assert wait_until(lambda: len(list(gallery.rglob("*.key"))) == before - 1)
     carol.close()
 
