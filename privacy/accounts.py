@@ -17,6 +17,26 @@ does not linger in a write-ahead log.
 
 Unwrapped private keys exist only in memory, in one :class:`KeyRing` per :class:`Accounts`, from
 login until logout or expiry. A restart forgets them all: everyone logs in again.
+
+**Which key new pictures are sealed to** (:meth:`Accounts.sealing_key`). Whoever can write
+``obscura.db`` could swap a user's ``public_key`` so that her next pictures are sealed to theirs.
+So pictures are sealed to the key *proven at login*: login checks that the stored public key is
+the one of the private key the password unwraps, and the session keeps that proven key. An API
+token caller has no session: the key proven by that user's live session, else by their last
+login in this process (if the password hash has not changed since), is used. Only a token caller
+who has not logged in since the server started is sealed to the database's key. That is the
+residual risk, chosen so scripts keep working: a database writer can then redirect that
+caller's *API-saved* pictures, but not hide it, because the gallery lists every picture it
+cannot open as "can't be opened: sealed to another key" (``privacy.gallery``).
+
+**A data folder that has held accounts never falls back to personal mode.** Creating the first
+account writes the empty marker file ``<data-dir>/accounts-mode``; :func:`ensure_intact` refuses
+a folder with the marker whose database is missing, empty, damaged or without accounts, with
+one sentence on restoring ``obscura.db`` from a backup.
+
+**Faults.** Disk and SQLite errors (full disk, read-only folder, damaged database, I/O errors)
+become a :class:`privacy.errors.StorageError` with one sentence and what to do; a transaction
+that SQLite already rolled back is not rolled back a second time.
 """
 
 from __future__ import annotations
@@ -39,7 +59,7 @@ import argon2
 
 from privacy import keywrap, passwords
 from privacy.auditlog import AuditLog
-from privacy.errors import PrivacyError
+from privacy.errors import DATABASE_DAMAGED, PrivacyError, StorageError, storage_error
 from privacy.sealing import generate_owner_keypair, public_key_of
 from privacy.throttle import LoginThrottle, LoginThrottledError
 
@@ -86,6 +106,9 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 SCHEMA_VERSION = 1
+# Written (empty) next to obscura.db when the first account is made: "this folder has accounts".
+MARKER_NAME = "accounts-mode"
+DB_NAME = "obscura.db"
 
 _USERNAME = re.compile(r"[a-z0-9_-]{3,32}")
 _TOKEN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
@@ -147,20 +170,36 @@ class PasswordChange:
 
 
 class KeyRing:
-    """The only place unwrapped private keys live: session id hash -> (user id, key)."""
+    """The only place unwrapped private keys live: session id hash -> (user id, key, public key).
+
+    The public key is the one proven at login (it matches the unwrapped private key)."""
 
     def __init__(self) -> None:
-        self._keys: dict[str, tuple[str, bytearray]] = {}
+        self._keys: dict[str, tuple[str, bytearray, bytes]] = {}
         self._lock = threading.Lock()
 
-    def put(self, session_id: str, user_id: str, private_key: bytes) -> None:
+    def put(
+        self, session_id: str, user_id: str, private_key: bytes, public_key: bytes = b""
+    ) -> None:
         with self._lock:
-            self._keys[session_id] = (user_id, bytearray(private_key))
+            self._keys[session_id] = (user_id, bytearray(private_key), bytes(public_key))
 
     def get(self, session_id: str) -> bytes | None:
         with self._lock:
             entry = self._keys.get(session_id)
             return None if entry is None else bytes(entry[1])
+
+    def public_key(self, session_id: str) -> bytes | None:
+        """The public key proven when this session logged in."""
+        with self._lock:
+            entry = self._keys.get(session_id)
+            return None if entry is None or not entry[2] else entry[2]
+
+    def public_key_of_user(self, user_id: str) -> bytes | None:
+        """The proven public key of one of ``user_id``'s live sessions (the newest)."""
+        with self._lock:
+            found = [pub for uid, _, pub in self._keys.values() if uid == user_id and pub]
+        return found[-1] if found else None
 
     def __contains__(self, session_id: object) -> bool:
         with self._lock:
@@ -173,7 +212,7 @@ class KeyRing:
     def users(self) -> set[str]:
         """Ids of the users who have at least one live session (their key is in memory)."""
         with self._lock:
-            return {user_id for user_id, _ in self._keys.values()}
+            return {user_id for user_id, _, _ in self._keys.values()}
 
     def forget(self, session_id: str) -> None:
         with self._lock:
@@ -183,15 +222,15 @@ class KeyRing:
 
     def forget_user(self, user_id: str) -> None:
         with self._lock:
-            gone = [sid for sid, (uid, _) in self._keys.items() if uid == user_id]
+            gone = [sid for sid, (uid, _, _) in self._keys.items() if uid == user_id]
             entries = [self._keys.pop(sid) for sid in gone]
-        for _, key in entries:
+        for _, key, _ in entries:
             _zero(key)
 
     def forget_all(self) -> None:
         with self._lock:
             entries, self._keys = list(self._keys.values()), {}
-        for _, key in entries:
+        for _, key, _ in entries:
             _zero(key)
 
 
@@ -218,6 +257,14 @@ class Session:
     def private_key(self) -> bytes:
         """The owner's unwrapped private key; gone once the session ends."""
         key = self._keys.get(self._session_id)
+        if key is None:
+            raise AccountError("session_ended", "The session has ended; log in again.")
+        return key
+
+    @property
+    def public_key(self) -> bytes:
+        """The public key proven at login: new pictures of this session are sealed to it."""
+        key = self._keys.public_key(self._session_id)
         if key is None:
             raise AccountError("session_ended", "The session has ended; log in again.")
         return key
@@ -270,6 +317,7 @@ class Accounts:
         on_session_end: Callable[[str], None] | None = None,  # user id, after the last session
         hash_slots: int = 4,
         default_retention_days: int = DEFAULT_RETENTION_DAYS,  # for accounts made from now on
+        sleep: Callable[[float], None] = time.sleep,  # the throttle's slow-down (sync login)
     ) -> None:
         if (
             isinstance(default_retention_days, bool)
@@ -292,6 +340,9 @@ class Accounts:
         self.keys = KeyRing()
         self._dummy_hash = passwords.dummy_hash(self._hasher)
         self._lock = threading.RLock()
+        self._sleep = sleep
+        # user id -> (password hash, public key) proven by the user's last login in this process.
+        self._proven: dict[str, tuple[str, bytes]] = {}
         self._db = self._open()
 
     @property
@@ -308,14 +359,29 @@ class Accounts:
     def close(self) -> None:
         """Forget every unwrapped key and close the database."""
         self.keys.forget_all()
+        self._proven.clear()
         with self._lock:
             self._db.close()
+
+    @property
+    def marker_path(self) -> Path:
+        """``<data-dir>/accounts-mode``: written when the first account is made."""
+        return self.db_path.parent / MARKER_NAME
+
+    def _write_marker(self) -> None:
+        if self.marker_path.exists():
+            return
+        try:
+            os.close(os.open(self.marker_path, os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise (storage_error(exc) or exc) from None
 
     # -- users ---------------------------------------------------------------------------------
 
     def create_user(self, username: str, password: str, role: str = "member") -> str:
         """Make an account with a fresh key pair; returns its pseudonymous id."""
         user_id, row = self._prepare_user(username, password, role)
+        self._write_marker()  # before the row: a crash in between leaves a marker, never less
         with self._transaction() as db:
             self._insert_user(db, row)
         self._record("user_created", user=user_id, role=role)
@@ -362,6 +428,31 @@ class Accounts:
             raise _no_such_user()
         return bytes(row[0])
 
+    def sealing_key(self, who: Session | str) -> bytes:
+        """The public key to seal this viewer's new pictures to.
+
+        A :class:`Session` gives the key proven at its login. A user id (an API token caller)
+        gives the key proven by one of the user's live sessions, else by their last login in
+        this process while the password hash is unchanged, else the database's key (the
+        residual risk in the module docstring). Raises ``session_ended`` / ``user_unknown``.
+        """
+        if isinstance(who, Session):
+            return who.public_key
+        user_id = who
+        with self._lock:
+            row = self._db.execute(
+                "SELECT password_hash, public_key FROM users WHERE id = ?", (user_id,)
+            ).fetchone()
+        if row is None or row[1] is None:
+            raise _no_such_user()
+        live = self.keys.public_key_of_user(user_id)
+        if live is not None:
+            return live
+        proven = self._proven.get(user_id)
+        if proven is not None and proven[0] == row[0]:
+            return proven[1]
+        return bytes(row[1])
+
     def delete_user(self, user_id: str) -> None:
         """Destroy the wrapped private key first, then the account, its tokens and sessions.
 
@@ -375,6 +466,7 @@ class Accounts:
             if cursor.rowcount == 0:
                 raise _no_such_user()
         self.keys.forget_user(user_id)
+        self._proven.pop(user_id, None)
         with self._transaction() as db:
             db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
             db.execute("DELETE FROM tokens WHERE user_id = ?", (user_id,))
@@ -387,7 +479,8 @@ class Accounts:
         With ``old`` (the owner changing it) the private key is re-wrapped and the gallery kept.
         Without it (an administrator's reset) nobody can unwrap the old key, so a new key pair
         is made: the old pictures can never be opened again, and the user's sessions end.
-        Either way the account's login lock is lifted.
+        Either way the account's API tokens end with the old password (a leaked password's
+        holder may have made one), and the account's login back-off is lifted.
         """
         passwords.check_policy(new)
         row = self._user_secrets(user_id)
@@ -405,6 +498,10 @@ class Accounts:
                     "UPDATE users SET password_hash = ?, wrapped_private_key = ? WHERE id = ?",
                     (new_hash, new_wrapped, user_id),
                 )
+                db.execute("DELETE FROM tokens WHERE user_id = ?", (user_id,))
+            proven = self._proven.get(user_id)
+            if proven is not None and proven[0] == stored_hash:
+                self._proven[user_id] = (new_hash, proven[1])  # same key pair, new password
             self.throttle.unlock(username)
             self._record("password_changed", user=user_id, via="password")
             return PasswordChange(kept_gallery=True)
@@ -420,7 +517,9 @@ class Accounts:
                 (new_hash, public_key, new_wrapped, user_id),
             )
             db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+            db.execute("DELETE FROM tokens WHERE user_id = ?", (user_id,))
         self.keys.forget_user(user_id)
+        self._proven[user_id] = (new_hash, public_key)  # made here, in this process
         self.throttle.unlock(username)
         self._record("password_reset", user=user_id, via="admin", reason="new_keypair")
         return PasswordChange(kept_gallery=False)
@@ -489,10 +588,25 @@ class Accounts:
         return code
 
     def register_with_invite(self, code: str, username: str, password: str) -> str:
-        """Use an invite code (once) to make an account; returns the new id."""
+        """Use an invite code (once) to make an account; returns the new id.
+
+        A taken name or a dead code counts as a failure for that code in the login throttle,
+        so an invite holder cannot test which usernames exist faster than passwords can be
+        guessed (5 free tries, then the same back-off).
+        """
         check_username(username)
         passwords.check_policy(password)
-        code_hash = _sha256(code)
+        code_hash = _sha256(code[:200])
+        slot = "invite:" + code_hash  # ':' never appears in a username: no clash with accounts
+        try:
+            self.throttle.check(slot, None)
+        except LoginThrottledError as err:
+            raise LoginThrottledError(
+                "register_throttled",
+                "Too many refused sign-ups with this invite code; wait {seconds} seconds before "
+                "trying again.",
+                err.retry_after,
+            ) from None
         invalid = InviteError(
             "invite_invalid",
             "This invite code does not work: it was already used, has expired or was mistyped.",
@@ -503,9 +617,15 @@ class Accounts:
                 (code_hash, int(self._clock())),
             ).fetchone()
         if invite is None:
+            self.throttle.failed(slot, None)
             raise invalid
         role = str(invite[0])
-        user_id, row = self._prepare_user(username, password, role)
+        try:
+            user_id, row = self._prepare_user(username, password, role)
+        except UsernameError:
+            self.throttle.failed(slot, None)
+            raise
+        self._write_marker()
         with self._transaction() as db:
             used = db.execute(
                 "DELETE FROM invites WHERE code_hash = ? AND expires_at > ?",
@@ -513,7 +633,12 @@ class Accounts:
             )
             if used.rowcount != 1:
                 raise invalid
-            self._insert_user(db, row)  # a taken name rolls back, and the invite stays usable
+            try:
+                self._insert_user(db, row)  # a taken name rolls back; the invite stays usable
+            except UsernameError:
+                self.throttle.failed(slot, None)
+                raise
+        self.throttle.succeeded(slot, None)
         self._record("user_created", user=user_id, role=role, via="invite")
         return user_id
 
@@ -524,16 +649,47 @@ class Accounts:
 
         ``client`` (e.g. the IP address) is only used, HMACed, for throttling. Refused attempts
         raise :class:`LoginThrottledError` without any password hashing; a wrong username or
-        password raises :class:`LoginFailedError` with the same sentence either way.
+        password raises :class:`LoginFailedError` with the same sentence either way. While the
+        account (or the address) is under attack the verdict comes after a short slow-down
+        (``privacy.throttle``), right password or not: delayed, never refused.
         """
+        name, row, stamp, delay = self._precheck(username, client)
+        if delay > 0:
+            self._sleep(delay)
+        return self._login_checked(name, row, stamp, password, client)
+
+    async def login_async(
+        self, username: str, password: str, *, client: str | None = None
+    ) -> Session:
+        """:meth:`login` in a worker thread, so an event loop keeps serving while Argon2 runs;
+        the slow-down is waited for on the event loop, so it ties up no thread."""
+        name, row, stamp, delay = await asyncio.to_thread(self._precheck, username, client)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return await asyncio.to_thread(self._login_checked, name, row, stamp, password, client)
+
+    def _precheck(
+        self, username: str, client: str | None
+    ) -> tuple[str, tuple[str, str, str, str, bytes | None, bytes | None] | None, str | None,
+               float]:
         name = username.lower()
         row = self._user_secrets_by_name(name) if len(name) <= 64 else None
         stamp = _sha256(row[3]) if row is not None else None
         try:
-            self.throttle.check(name, client, stamp=stamp)
+            delay = self.throttle.check(name, client, stamp=stamp)
         except LoginThrottledError:
             self._record("login_throttled", **({"user": row[0]} if row else {}))
             raise
+        return name, row, stamp, delay
+
+    def _login_checked(
+        self,
+        name: str,
+        row: tuple[str, str, str, str, bytes | None, bytes | None] | None,
+        stamp: str | None,
+        password: str,
+        client: str | None,
+    ) -> Session:
         with self._hash_slots:
             ok = passwords.verify_password(
                 row[3] if row else self._dummy_hash, password, self._hasher
@@ -585,17 +741,13 @@ class Accounts:
                 "VALUES (?, ?, ?, ?)",
                 (session_id, user_id, now, now),
             )
-        self.keys.put(session_id, user_id, private_key)
+        proven_key = public_key_of(private_key)
+        self.keys.put(session_id, user_id, private_key, proven_key)
+        self._proven[user_id] = (new_hash or stored_hash, proven_key)
         self._record("login_ok", user=user_id, via="password")
         return Session(
             user_id=user_id, role=role, token=token, _session_id=session_id, _keys=self.keys
         )
-
-    async def login_async(
-        self, username: str, password: str, *, client: str | None = None
-    ) -> Session:
-        """:meth:`login` in a worker thread, so an event loop keeps serving while Argon2 runs."""
-        return await asyncio.to_thread(self.login, username, password, client=client)
 
     def get_session(self, token: str) -> Session | None:
         """The live session for ``token``, or ``None`` (unknown, idle too long, too old)."""
@@ -718,17 +870,20 @@ class Accounts:
     def verify_token(self, token: str, *, client: str | None = None) -> str:
         """The user id an API token belongs to; refuses unknown or revoked tokens.
 
-        Failures count against ``client`` in the same throttle as passwords.
+        Tokens are 256-bit random, so a wrong one is not throttled (that would only lock out
+        the real clients behind the same address); ``client`` is accepted and not used. Wrong
+        tokens are logged at most once a minute, with their count (``privacy.throttle``).
         """
-        self.throttle.check(None, client)
+        del client
         with self._lock:
             row = self._db.execute(
                 "SELECT id, user_id, last_used_day FROM tokens WHERE token_hash = ?",
-                (_sha256(token),),
+                (_sha256(token[:512]),),
             ).fetchone()
         if row is None:
-            self.throttle.failed(None, client)
-            self._record("token_failed", reason="bad_token")
+            count = self.throttle.note_bad_token()
+            if count is not None:
+                self._record("token_failed", reason="bad_token", count=count)
             raise TokenError(
                 "token_invalid", "The API token is not valid; it may have been revoked."
             )
@@ -742,17 +897,29 @@ class Accounts:
     # -- internals -----------------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
-        self.db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Create the file ourselves so it is never readable by others, not even for a moment.
-        os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o600))
+        """Open (or create) the database; a disk fault or damage is one sentence, not a trace."""
+        try:
+            self.db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Create the file ourselves so it is never readable by others, not even for a moment.
+            os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise (storage_error(exc) or exc) from None
         db = sqlite3.connect(
-            self.db_path, check_same_thread=False, isolation_level=None, timeout=10
+            self.db_path, check_same_thread=False, isolation_level=None, timeout=10,
+            factory=_GuardedConnection,
         )
-        db.execute("PRAGMA secure_delete = ON")
-        db.execute("PRAGMA journal_mode = DELETE")
-        db.execute("PRAGMA synchronous = FULL")
-        db.executescript(SCHEMA)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        try:
+            db.execute("PRAGMA secure_delete = ON")
+            db.execute("PRAGMA journal_mode = DELETE")
+            db.execute("PRAGMA synchronous = FULL")
+            try:
+                db.executescript(SCHEMA)
+            except sqlite3.Error as exc:
+                raise (storage_error(exc) or exc) from None
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            db.close()
+            raise
         return db
 
     @contextmanager
@@ -761,10 +928,16 @@ class Accounts:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # SQLite rolls back by itself after some errors (a full disk, an I/O error):
+                # a second ROLLBACK would raise "cannot rollback" over the real error.
+                if self._db.in_transaction:
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except (sqlite3.Error, StorageError):
+                        pass
                 raise
-            self._db.execute("COMMIT")
 
     def _prepare_user(
         self, username: str, password: str, role: str
@@ -839,6 +1012,72 @@ class Accounts:
     def _record(self, event: str, **fields: str | int) -> None:
         if self._audit is not None:
             self._audit.record(event, **fields)
+
+
+class _GuardedConnection(sqlite3.Connection):
+    """A connection whose disk and damage errors are :class:`StorageError` sentences."""
+
+    def execute(self, sql: str, parameters: object = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)  # type: ignore[arg-type]
+        except sqlite3.Error as exc:
+            mapped = storage_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+
+
+def ensure_intact(data_dir: Path) -> None:
+    """Refuse a data folder that has held accounts but whose database is gone or damaged.
+
+    Raises ``StorageError("accounts_database_lost")`` with one sentence when the marker
+    ``accounts-mode`` exists and ``obscura.db`` is missing, empty, not a database, damaged
+    (``PRAGMA quick_check``) or holds no account: starting in personal mode then would open
+    the studio without login and orphan every gallery. Opens the database read-only.
+    """
+    data_dir = Path(data_dir)
+    problem = database_problem(data_dir)
+    if problem is not None and (data_dir / MARKER_NAME).exists():
+        raise StorageError(
+            "accounts_database_lost",
+            "This data folder has held accounts, but its accounts database is {problem}; "
+            "Obscura will not start without login. Stop, restore obscura.db from a backup "
+            "(or remove the file accounts-mode to start over in personal mode), and run "
+            "`obscura audit` to see the damage.",
+            problem=problem,
+        )
+
+
+def database_problem(data_dir: Path) -> str | None:
+    """What is wrong with ``<data_dir>/obscura.db`` (missing, empty, damaged, no accounts)."""
+    path = Path(data_dir) / DB_NAME
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "unreadable"
+    if size == 0:
+        return "empty"
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return "unreadable"
+    try:
+        check = db.execute("PRAGMA quick_check").fetchall()
+        if check != [("ok",)]:
+            return "damaged"
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        if "users" not in tables:
+            return "without its tables"
+        if db.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0:
+            return "without any account"
+    except sqlite3.DatabaseError as exc:
+        mapped = storage_error(exc)
+        return "damaged" if mapped is None or mapped.code == DATABASE_DAMAGED.code else "unreadable"
+    finally:
+        db.close()
+    return None
 
 
 def _check_role(role: str) -> None:

@@ -18,6 +18,7 @@ from privacy.spool import Spool
 from webui.auth import Gate
 from webui.config import Settings
 from webui.ramdir import RamDir
+from webui.run import Runs
 from webui.styles import Style, load_styles
 from webui.uploads import UploadOwners
 
@@ -36,8 +37,8 @@ class Studio:
     accounts: Accounts | None = None
     gallery: Gallery | None = None
     audit: AuditLog | None = None
-    # The job each (user, Gradio session) is running, for the Cancel button.
-    active: dict[tuple[str, str], Job] = field(default_factory=dict)
+    # Runs in progress (UI and API), for progress, interrupt, skip and the Cancel button.
+    runs: Runs = field(default_factory=Runs)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property

@@ -9,7 +9,7 @@ from PIL import Image
 from core.engine import GenerationRequest, GenerationResult
 from privacy.gallery import Gallery
 from privacy.sealing import generate_owner_keypair
-from webui.painting import _deliver
+from webui.run import _deliver
 
 
 def test_a_reset_during_the_job_does_not_reseal_the_picture_to_the_new_key(tmp_path):
@@ -23,7 +23,7 @@ def test_a_reset_during_the_job_does_not_reseal_the_picture_to_the_new_key(tmp_p
         sampler="Euler a", num_inference_steps=1, guidance_scale=5.0, width=8, height=8,
         mode="txt2img",
     )
-    urls = _deliver(studio, viewer, result, GenerationRequest("p"), old_public)
-    assert len(urls) == 1 and urls[0].startswith("data:image/png;base64,")
+    pictures = _deliver(studio, viewer.user_id, GenerationRequest("p"), [result], old_public)
+    assert len(pictures) == 1 and pictures[0].png.startswith(b"\x89PNG")
     [picture] = studio.gallery.list(viewer.user_id)
     assert studio.gallery.open(viewer.user_id, picture.id, old_private).startswith(b"\x89PNG")

@@ -127,7 +127,7 @@ def test_a_mask_file_of_the_wrong_size_is_explained(client, tmp_path):
             image={"background": handle_file(str(photo)), "layers": [], "composite": None},
             mask=handle_file(str(mask)), prompt="x", strength=0.9, width=0, height=0,
             api_name="/inpaint", **SMALL)
-    assert "same size as the photo (64x64)" in str(err.value)
+    assert "the photo's proportions (64x64)" in str(err.value)
 
 
 def test_an_upload_over_the_size_limit_is_refused_and_not_kept(personal_server):

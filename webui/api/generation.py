@@ -1,38 +1,42 @@
-"""txt2img and img2img: an AUTOMATIC1111 body → a checked :class:`GenerationRequest` → jobs on
-the shared queue (:mod:`webui.api.runs`) → base64 PNGs and AUTOMATIC1111's ``info``.
+"""txt2img and img2img: an AUTOMATIC1111 body → :class:`webui.run.RunInputs` → the one run path
+(:mod:`webui.run`: scrub, check, spool, jobs, shred, encode, seal) → base64 PNGs and
+AUTOMATIC1111's ``info``.
 
-Pictures leave with the AI label only, plus AUTOMATIC1111's ``parameters`` text when the
-caller's account opted in; ``save_images`` seals them into the caller's gallery in accounts
-mode. Each caller has their own model choice (``POST options``), so nobody changes another
-person's model.
+This module only maps fields: the body to a request (styles, sampler, scheduler, model, seed),
+and the run's :class:`webui.run.Answer` to AUTOMATIC1111's answer. Pictures leave with the AI
+label only, plus AUTOMATIC1111's ``parameters`` text when the caller's account opted in;
+``save_images`` seals them into the caller's gallery in accounts mode. Each caller has their own
+model choice (``POST options``), so nobody changes another person's model.
+
+A caller who hangs up is noticed at once (``http.disconnect`` from the ASGI ``receive``, no
+polling): the run is cancelled and its pictures shredded. A server that stops answers 503.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import base64
 import json
 import secrets
 import threading
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from core.engine import GenerationRequest, GenerationResult
+from core.engine import GenerationRequest
 from core.errors import InputError
 from core.samplers import SAMPLERS, find_sampler
 from privacy.errors import PrivacyError
-from privacy.output import encode_picture
-from webui.api.pictures import encode_base64_png
 from webui.api.problems import ApiError, input_problem
-from webui.api.runs import Inputs, Runs, execute
 from webui.api.schemas import MAX_ITERATIONS, GenerationFields
 from webui.auth import Viewer
-from webui.infotext import infotext
+from webui.run import Answer, RunInputs, paint
 from webui.studio import Studio
 from webui.styles import find_style
 
+# A run's picture names → the AUTOMATIC1111 field they came in.
+FIELD_OF_IMAGE = {"photo": "init_images", "mask": "mask"}
 SCHEDULERS = {"automatic": "Automatic", "karras": "Karras"}
 
 
@@ -73,9 +77,8 @@ class CallerModels:
 class Generation:
     """Runs txt2img/img2img calls for callers of one studio."""
 
-    def __init__(self, studio: Studio, runs: Runs, models: CallerModels) -> None:
+    def __init__(self, studio: Studio, models: CallerModels) -> None:
         self.studio = studio
-        self.runs = runs
         self.models = models
 
     @property
@@ -83,7 +86,7 @@ class Generation:
         # Photo and mask in base64 (4/3) plus room for the rest.
         return 3 * self.studio.max_upload_bytes + 1_000_000
 
-    def build_request(self, owner: str, body: GenerationFields, strength: float) -> Inputs:
+    def build_request(self, owner: str, body: GenerationFields, strength: float) -> RunInputs:
         prompt, negative = body.prompt, body.negative_prompt
         for style_name in body.styles:
             try:
@@ -120,7 +123,7 @@ class Generation:
             sampler=self.sampler_of(body, model),
             model=model,
         )
-        return Inputs(request=request, iterations=body.n_iter)
+        return RunInputs(request=request, iterations=body.n_iter, save=bool(body.save_images))
 
     def sampler_of(self, body: GenerationFields, model: str) -> str | None:
         name = body.sampler_name or body.sampler_index
@@ -152,48 +155,57 @@ class Generation:
                 name = f"{name} Karras"
         return name
 
-    def check(self, request: GenerationRequest) -> None:
-        """The engine's checks, with the pictures, before anything is spooled or queued."""
-        try:
-            self.studio.engine.validate(request)
-        except InputError as err:
-            field = None
-            if err.code == "size_out_of_range":
-                low, high = err.params.get("min", 0), err.params.get("max", 0)
-                width = request.width
-                width_ok = width is None or (low <= width <= high and width % 8 == 0)
-                field = "width" if not width_ok else "height"
-            raise input_problem(err, field) from None
+    def problem(self, err: Exception, request: GenerationRequest) -> ApiError:
+        """The API's answer to a run's one-sentence error, naming the field at fault."""
+        code = getattr(err, "code", None)
+        if code == "shutting_down":
+            return ApiError(503, "shutting_down", str(err), headers={"retry-after": "10"})
+        params = getattr(err, "params", None) or {}
+        field = FIELD_OF_IMAGE.get(str(params.get("image", "")))
+        if code == "size_out_of_range":
+            low, high = params.get("min", 0), params.get("max", 0)
+            width = request.width
+            width_ok = width is None or (low <= width <= high and width % 8 == 0)
+            field = "width" if not width_ok else "height"
+        return input_problem(err, field)
 
-    async def generate(
-        self, request: Request, viewer: Viewer, body: GenerationFields, inputs: Inputs
-    ) -> JSONResponse:
-        if inputs.mask is not None and inputs.photo is None:
-            raise ApiError(422, "mask_without_image", "mask: a mask needs an init image.", "mask")
-        self.check(dataclasses.replace(inputs.request, image=inputs.photo, mask=inputs.mask))
+    async def generate(self, request: Request, viewer: Viewer, body: GenerationFields,
+                       inputs: RunInputs) -> Response:
         owner = viewer.user_id
-        # The owner's key as of the request: a password reset during the job must not let the
-        # resetting admin open this picture (the new key pair is theirs to know).
-        accounts = self.studio.accounts
-        sealed_to = accounts.public_key(owner) if accounts is not None and body.save_images else None
+
+        async def run() -> Answer | None:
+            answer = None
+            async for update in paint(self.studio, owner, inputs):
+                answer = update.answer or answer
+            return answer
+
+        running = asyncio.ensure_future(run())
+        gone = asyncio.ensure_future(_hung_up(request))
         try:
-            outcome = await execute(
-                self.studio, self.runs, owner, inputs, request.is_disconnected
-            )
-        except (InputError, PrivacyError) as err:
-            raise input_problem(err) from None
-        except RuntimeError:
-            raise ApiError(
-                500, "job_failed", "The job failed inside the engine; it was not your input."
-            ) from None
-        images, info = await asyncio.to_thread(
-            self.deliver, viewer, body, inputs, outcome.results, sealed_to
-        )
+            await asyncio.wait({running, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not running.done():  # the caller hung up: cancel the job, shred the pictures
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+                return Response(status_code=499)  # nobody reads it
+            try:
+                answer = running.result()
+            except (InputError, PrivacyError) as err:
+                raise self.problem(err, inputs.request) from None
+            except RuntimeError:
+                raise ApiError(
+                    500, "job_failed", "The job failed inside the engine; it was not your input."
+                ) from None
+        finally:
+            gone.cancel()
+            if not running.done():
+                running.cancel()
+        assert answer is not None
+        images, info = await asyncio.to_thread(self.deliver, body, inputs, answer)
         parameters = body.model_dump(mode="json")
         for name in ("init_images", "mask"):
             if name in parameters:
                 parameters[name] = None  # the photo is never sent back
-        if outcome.interrupted:
+        if answer.interrupted:
             info["interrupted"] = True
         return JSONResponse(
             {"images": images, "parameters": parameters, "info": json.dumps(info)},
@@ -201,43 +213,20 @@ class Generation:
         )
 
     def deliver(
-        self,
-        viewer: Viewer,
-        body: GenerationFields,
-        inputs: Inputs,
-        results: list[GenerationResult],
-        sealed_to: bytes | None = None,
+        self, body: GenerationFields, inputs: RunInputs, answer: Answer
     ) -> tuple[list[str], dict[str, Any]]:
-        """Base64 PNGs with the AI label (settings only when opted in); the caller's gallery
-        when ``save_images`` in accounts mode; and AUTOMATIC1111's ``info``."""
-        studio = self.studio
-        accounts, gallery = studio.accounts, studio.gallery
-        embed = accounts is not None and accounts.settings(viewer.user_id).embed_parameters
-        keep = body.save_images and accounts is not None and gallery is not None
-        public_key = sealed_to if keep else None
+        """Base64 PNGs (labelled once by the run) and AUTOMATIC1111's ``info``."""
         request = inputs.request
-        images: list[str] = []
-        infotexts: list[str] = []
-        seeds: list[int] = []
-        for result in results:
-            for image, seed in zip(result.images, result.seeds, strict=False):
-                text = infotext(request.prompt, request.negative_prompt, result, seed)
-                infotexts.append(text)
-                seeds.append(seed)
-                photo_based = result.mode != "txt2img"
-                parameters = text if embed else None
-                if keep and gallery is not None and public_key is not None:
-                    png = encode_picture(image, "png", photo_based=photo_based,
-                                         parameters=parameters)
-                    gallery.store(viewer.user_id, public_key, png, kind="png")
-                if body.send_images:
-                    images.append(
-                        encode_base64_png(image, photo_based=photo_based, parameters=parameters)
-                    )
-            result.images = []
+        images = (
+            [base64.b64encode(picture.png).decode("ascii") for picture in answer.pictures]
+            if body.send_images else []
+        )
+        infotexts = [picture.infotext for picture in answer.pictures]
+        seeds = [picture.seed for picture in answer.pictures]
+        results = answer.results
         first = results[0] if results else None
         ignored = body.ignored()
-        if body.save_images and not keep:
+        if body.save_images and not answer.saved:
             ignored.append("save_images")
         seed = seeds[0] if seeds else int(request.seed or 0)
         info: dict[str, Any] = {
@@ -274,7 +263,16 @@ class Generation:
             "version": "obscura",
             "obscura_demo_model": bool(first and first.is_demo),
             "obscura_ignored": ignored,
-            "obscura_saved_to_gallery": keep,
+            "obscura_saved_to_gallery": answer.saved,
         }
         return images, info
+
+
+async def _hung_up(request: Request) -> None:
+    """Returns when the caller has hung up: the ASGI server sends ``http.disconnect`` through
+    ``receive`` (the body has been read by then, so nothing else comes)."""
+    while True:
+        message = await request.receive()
+        if message.get("type") == "http.disconnect":
+            return
 

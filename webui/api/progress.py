@@ -1,7 +1,7 @@
 """``progress``, ``interrupt`` and ``skip`` for one caller: their own jobs, nobody else's.
 
 A caller's jobs are every unfinished job with their owner id in the shared queue (from the API
-or the UI); :class:`webui.api.runs.Runs` adds which batch of a call is running.
+or the UI); :class:`webui.run.Runs` (``studio.runs``) adds which batch of a call is running.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from typing import Any
 
 from core.jobs import Job, JobState
 from webui.api.pictures import encode_base64_png
-from webui.api.runs import Runs
 from webui.studio import Studio
 
 
-def progress(studio: Studio, runs: Runs, owner: str, with_image: bool) -> dict[str, Any]:
+def progress(studio: Studio, owner: str, with_image: bool) -> dict[str, Any]:
     """AUTOMATIC1111's progress answer for ``owner``'s running job, else their next waiting
     one; idle (``job_count`` 0) when they have none, whatever anybody else is running."""
     jobs = [job for job in studio.queue.jobs_of(owner) if not job.done]
@@ -31,7 +30,7 @@ def progress(studio: Studio, runs: Runs, owner: str, with_image: bool) -> dict[s
             "textinfo": None, "current_task": None}
     if job is None:
         return idle
-    run = runs.holding(job)
+    run = studio.runs.holding(job)
     job_no, job_count = (run.index, run.iterations) if run else (0, 1)
     fraction = job.step / job.total_steps if job.total_steps else 0.0
     progress = min(1.0, (job_no + fraction) / job_count)
@@ -54,9 +53,9 @@ def progress(studio: Studio, runs: Runs, owner: str, with_image: bool) -> dict[s
     return {"progress": round(progress, 4), "eta_relative": round(eta, 2), "state": state,
             "current_image": image, "textinfo": textinfo, "current_task": None}
 
-def stop(studio: Studio, runs: Runs, owner: str, *, skip: bool) -> None:
+def stop(studio: Studio, owner: str, *, skip: bool) -> None:
     """Interrupt (the runs end) or skip (the runs go on with their next iteration)."""
-    for run in runs.of(owner):
+    for run in studio.runs.of(owner):
         if not skip:
             run.interrupted = True
         elif run.job is not None and run.job.state is JobState.RUNNING:

@@ -1,7 +1,7 @@
 """The ``/sdapi/v1/`` routes: AUTOMATIC1111's request and response shapes on Obscura's engine.
 
 Every route needs a caller and answers errors as JSON (:mod:`webui.api.endpoint`); generation
-goes through the one shared queue (:mod:`webui.api.generation`, :mod:`webui.api.runs`);
+goes through the one run path (:mod:`webui.api.generation` maps fields, :mod:`webui.run` runs);
 ``progress``, ``interrupt`` and ``skip`` act on the caller's own jobs only
 (:mod:`webui.api.progress`). AUTOMATIC1111 endpoints Obscura lacks answer 501 by name.
 """
@@ -9,23 +9,22 @@ goes through the one shared queue (:mod:`webui.api.generation`, :mod:`webui.api.
 from __future__ import annotations
 
 import asyncio
-import functools
 from typing import Any
 
 import psutil
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from core.errors import InputError
 from core.samplers import sampler_names
 from webui.api import progress as caller_jobs
 from webui.api.endpoint import ApiRoute, caller, parse, read_json
 from webui.api.generation import SCHEDULERS, CallerModels, Generation, model_name
-from webui.api.pictures import clean_picture, prepare_mask
+from webui.api.pictures import decode_base64
 from webui.api.problems import ApiError, input_problem
-from webui.api.runs import Runs
 from webui.api.schemas import Img2ImgRequest, Txt2ImgRequest
 from webui.config import is_loopback
+from webui.run import RunImage
 from webui.studio import Studio
 
 PREFIX = "/sdapi/v1"
@@ -47,14 +46,13 @@ SUPPORTED = frozenset({
 
 def build_api_router(studio: Studio) -> APIRouter:
     """The ``/sdapi/v1/`` routes for ``studio`` (include it in the server's FastAPI app)."""
-    runs = Runs()
     models = CallerModels(studio)
-    api = Generation(studio, runs, models)
+    api = Generation(studio, models)
     route_class = type("StudioApiRoute", (ApiRoute,), {"gate": studio.gate})
     router = APIRouter(prefix=PREFIX, route_class=route_class, tags=["sdapi"])
 
     @router.post("/txt2img")
-    async def txt2img(request: Request) -> JSONResponse:
+    async def txt2img(request: Request) -> Response:
         viewer = caller(request)
         body = parse(Txt2ImgRequest, await read_json(request, api.body_limit))
         if body.script_name:
@@ -64,7 +62,7 @@ def build_api_router(studio: Studio) -> APIRouter:
         return await api.generate(request, viewer, body, inputs)
 
     @router.post("/img2img")
-    async def img2img(request: Request) -> JSONResponse:
+    async def img2img(request: Request) -> Response:
         viewer = caller(request)
         body = parse(Img2ImgRequest, await read_json(request, api.body_limit))
         if body.script_name:
@@ -76,17 +74,18 @@ def build_api_router(studio: Studio) -> APIRouter:
         inputs = await asyncio.to_thread(
             api.build_request, viewer.user_id, body, body.denoising_strength
         )
-        scrubbed = functools.partial(clean_picture, max_bytes=studio.max_upload_bytes,
-                                   max_pixels=studio.max_upload_pixels)
+        # Base64 → bytes here; scrubbing, the mask rule and the rest are the run's (webui.run).
+        limit = studio.max_upload_bytes
         photo_text, mask_text = body.take_pictures()
-        photo = await asyncio.to_thread(scrubbed, photo_text, "init_images")
-        mask = None
+        photo = await asyncio.to_thread(decode_base64, photo_text, "init_images", limit)
+        inputs.images.append(RunImage("photo", photo))
         if mask_text is not None:
-            raw_mask = await asyncio.to_thread(scrubbed, mask_text, "mask", mask=True)
-            mask = prepare_mask(raw_mask, photo.size, bool(body.inpainting_mask_invert))
-        del photo_text, mask_text
-        inputs.photo, inputs.mask, inputs.mask_blur = photo, mask, max(0, body.blur)
-        del photo, mask
+            mask = await asyncio.to_thread(decode_base64, mask_text, "mask", limit)
+            inputs.images.append(RunImage("mask", mask))
+            del mask
+        del photo_text, mask_text, photo
+        inputs.invert_mask = bool(body.inpainting_mask_invert)
+        inputs.mask_blur = max(0, body.blur)
         return await api.generate(request, viewer, body, inputs)
 
     @router.get("/sd-models")
@@ -153,18 +152,18 @@ def build_api_router(studio: Studio) -> APIRouter:
     @router.get("/progress")
     def progress(request: Request, skip_current_image: bool = False) -> dict[str, Any]:
         viewer = caller(request)
-        return caller_jobs.progress(studio, runs, viewer.user_id, not skip_current_image)
+        return caller_jobs.progress(studio, viewer.user_id, not skip_current_image)
 
     @router.post("/interrupt")
     def interrupt(request: Request) -> dict[str, Any]:
         viewer = caller(request)
-        caller_jobs.stop(studio, runs, viewer.user_id, skip=False)
+        caller_jobs.stop(studio, viewer.user_id, skip=False)
         return {}
 
     @router.post("/skip")
     def skip(request: Request) -> dict[str, Any]:
         viewer = caller(request)
-        caller_jobs.stop(studio, runs, viewer.user_id, skip=True)
+        caller_jobs.stop(studio, viewer.user_id, skip=True)
         return {}
 
     @router.get("/prompt-styles")

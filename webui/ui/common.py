@@ -3,22 +3,39 @@ and turning a page's inputs into a :class:`core.engine.GenerationRequest`."""
 
 from __future__ import annotations
 
+import asyncio
+import io
+import logging
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+from PIL import Image
 
-from core.engine import GenerationRequest
+from core.engine import MAX_BATCH, MAX_GUIDANCE, MAX_SEED, MAX_SIZE, MAX_STEPS, GenerationRequest
 from core.errors import InputError
 from core.samplers import sampler_names
+from privacy.errors import PrivacyError
 from webui.auth import Viewer
-from webui.components import PrivateGallery, PrivateImage
+from webui.components import PrivateGallery, PrivateImage, RawNumber, RawSlider, data_url
 from webui.i18n import error_text, gradio_translations, language_of, text
-from webui.painting import PaintError, cancel, paint
+from webui.run import RunImage, RunInputs, paint
 from webui.studio import Studio
 from webui.styles import find_style
+
+log = logging.getLogger("obscura.webui")
+# A step update (status + preview) is sent at most this often per job; queue moves, the start
+# and the end are sent at once. Every update costs Gradio a postprocess, a diff and an SSE
+# message; a preview is encoded only when it changed and is about to be sent.
+STEP_UPDATE_SECONDS = 0.25
+# A browser session unused this long is dropped from Gradio's per-session state (the last
+# pictures it showed, its components), so memory stays flat however many sessions come and go.
+SESSION_IDLE_SECONDS = 30 * 60
+SWEEP_EVERY_SECONDS = 60.0
+_last_sweep = 0.0
 
 # Labels are translated in the browser by Gradio; the keys live in webui/messages_*.toml.
 TRANSLATIONS = gr.I18n(**gradio_translations())
@@ -44,12 +61,12 @@ class Controls:
     style: gr.Dropdown
     model: gr.Dropdown
     sampler: gr.Dropdown
-    steps: gr.Number
-    guidance: gr.Number
-    width: gr.Number
-    height: gr.Number
-    seed: gr.Number
-    batch: gr.Slider
+    steps: RawNumber
+    guidance: RawNumber
+    width: RawNumber
+    height: RawNumber
+    seed: RawNumber
+    batch: RawSlider
 
     def inputs(self) -> list[Any]:
         return [self.style, self.model, self.sampler, self.steps, self.guidance, self.width,
@@ -60,7 +77,7 @@ def settings_controls(studio: Studio, *, with_size: bool = True) -> Controls:
     models = studio.registry.models
     try:
         default = studio.engine.model_for(None)
-    except Exception:  # noqa: BLE001
+    except InputError:  # no model installed, or the configured default is gone
         default = None
     spec = default.spec if default else None
     style_choices = [("—", "")] + [
@@ -82,22 +99,26 @@ def settings_controls(studio: Studio, *, with_size: bool = True) -> Controls:
             allow_custom_value=True,
         )
         with gr.Row():
-            # No Gradio bounds: the engine checks ranges and the message is translated.
-            steps = gr.Number(spec.default_steps if spec else 25, precision=0,
-                              label=label("steps"), elem_id="steps")
-            guidance = gr.Number(spec.default_guidance if spec else 7.0, step=0.5,
-                                 label=label("guidance"))
+            # The browser shows the engine's ranges; the server gets the raw value
+            # (RawNumber) and build_request + the engine check it, in the person's language.
+            steps = RawNumber(spec.default_steps if spec else 25, precision=0,
+                              minimum=0, maximum=MAX_STEPS, label=label("steps"),
+                              elem_id="steps")
+            guidance = RawNumber(spec.default_guidance if spec else 7.0, step=0.5,
+                                 minimum=-1, maximum=MAX_GUIDANCE, label=label("guidance"))
         with gr.Row(visible=with_size):
             size = (spec.default_size if spec else 512) if with_size else 0
-            width = gr.Number(size, precision=0, step=8,
+            width = RawNumber(size, precision=0, step=8, minimum=0, maximum=MAX_SIZE,
                               label=label("width"), elem_id="width")
-            height = gr.Number(size, precision=0, step=8,
+            height = RawNumber(size, precision=0, step=8, minimum=0, maximum=MAX_SIZE,
                                label=label("height"), elem_id="height")
         with gr.Row():
-            seed = gr.Number(-1, precision=0, label=label("seed"), elem_id="seed")
+            seed = RawNumber(-1, precision=0, minimum=-1, maximum=MAX_SEED,
+                             label=label("seed"), elem_id="seed")
             random_seed = gr.Button(label("seed_random"), size="sm")
             reuse_seed = gr.Button(label("seed_reuse"), size="sm")
-        batch = gr.Slider(1, 8, value=1, step=1, label=label("batch"), elem_id="batch")
+        batch = RawSlider(1, MAX_BATCH, value=1, step=1, label=label("batch"),
+                          elem_id="batch")
     last_seed = gr.State(-1)
     random_seed.click(lambda: -1, None, seed, api_visibility="private")
     reuse_seed.click(lambda last: last, last_seed, seed, api_visibility="private")
@@ -108,57 +129,76 @@ def settings_controls(studio: Studio, *, with_size: bool = True) -> Controls:
 
 def build_request(
     studio: Studio,
-    prompt: str | None,
-    negative_prompt: str | None,
-    style: str | None,
-    model: str | None,
-    sampler: str | None,
-    num_inference_steps: float | None,
-    guidance_scale: float | None,
-    width: float | None,
-    height: float | None,
-    seed: float | None,
-    batch_size: float | None = 1,
-    strength: float | None = None,
+    prompt: Any,
+    negative_prompt: Any,
+    style: Any,
+    model: Any,
+    sampler: Any,
+    num_inference_steps: Any,
+    guidance_scale: Any,
+    width: Any,
+    height: Any,
+    seed: Any,
+    batch_size: Any = 1,
+    strength: Any = None,
 ) -> GenerationRequest:
-    """Page values → request. Empty, zero or negative values mean "the model's default"."""
-    prompt, negative = str(prompt or ""), str(negative_prompt or "")
-    chosen = find_style(studio.styles, style)
+    """Page values (or whatever a script posts) → request; the engine checks the ranges
+    (:meth:`core.engine.Engine.validate`: the same bounds as the API and the CLI).
+
+    Empty means the model's default for every number; so does 0 for steps, width, height and
+    pictures per run (one picture), and -1 for the guidance. The seed is random when empty or
+    -1; any other negative seed is refused, as in the API. Text, NaN, infinity or true/false
+    where a number belongs is one sentence (``not_a_number``); a fraction where a whole number
+    belongs too (``not_a_whole_number``)."""
+    prompt, negative = _text(prompt) or "", _text(negative_prompt) or ""
+    chosen = find_style(studio.styles, _text(style))
     if chosen is not None:
         prompt, negative = chosen.apply(prompt, negative)
 
-    def finite(value: float | None, what: str) -> float | None:
-        if value is None:
-            return None
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        if not math.isfinite(number):
-            raise InputError("not_a_number", "{what} must be a number.", what=what)
-        return number
-
-    def positive(value: float | None, what: str) -> int | None:
-        number = finite(value, what)
-        return int(number) if number is not None and number > 0 else None
-
-    guidance = finite(guidance_scale, "Guidance")
-    seed_value = finite(seed, "Seed")
-    strength_value = finite(strength, "Strength")
-
+    guidance = _finite(guidance_scale, "Guidance")
+    strength_value = _finite(strength, "Strength")
     return GenerationRequest(
         prompt=prompt,
         negative_prompt=negative,
         strength=0.75 if strength_value is None else strength_value,
-        num_inference_steps=positive(num_inference_steps, "Steps"),
-        guidance_scale=None if guidance is None or guidance < 0 else guidance,
-        width=positive(width, "Width"),
-        height=positive(height, "Height"),
-        batch_size=positive(batch_size, "Pictures per run") or 1,
-        seed=None if seed_value is None or seed_value < 0 else int(seed_value),
-        sampler=sampler or None,
-        model=model or None,
+        num_inference_steps=_whole(num_inference_steps, "Steps", default=0),
+        guidance_scale=None if guidance == -1 else guidance,
+        width=_whole(width, "Width", default=0),
+        height=_whole(height, "Height", default=0),
+        batch_size=_whole(batch_size, "Pictures per run", default=0) or 1,
+        seed=_whole(seed, "Seed", default=-1),
+        sampler=_text(sampler) or None,
+        model=_text(model) or None,
     )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _finite(value: Any, what: str) -> float | None:
+    """``None`` for an empty value; a finite float; else one sentence."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    number = math.nan
+    if not isinstance(value, bool) and isinstance(value, int | float | str):
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):  # "twelve"; an int past float's range
+            pass
+    if not math.isfinite(number):
+        raise InputError("not_a_number", "{what} must be a number.", what=what)
+    return number
+
+
+def _whole(value: Any, what: str, default: int) -> int | None:
+    """``None`` for an empty value or ``default``; a whole number; else one sentence."""
+    number = _finite(value, what)
+    if number is None or number == default:
+        return None
+    if not number.is_integer():
+        raise InputError("not_a_whole_number", "{what} must be a whole number.", what=what)
+    return int(number)
 
 
 @dataclass
@@ -188,21 +228,117 @@ def checked_request(studio: Studio, request: gr.Request, *values: Any, **named: 
         raise gr.Error(error_text(err, lang_of(request)), print_exception=False) from None
 
 
+def take_photo(studio: Studio, viewer: Viewer, source: str | bytes | None) -> bytes | None:
+    """The raw bytes of an upload: a cache path (checked to be this user's, then deleted) or
+    bytes the browser sent in memory."""
+    if source is None:
+        return None
+    if isinstance(source, bytes):
+        return source
+    return studio.uploads.take(source, viewer.user_id, max_bytes=studio.max_upload_bytes)
+
+
+def _preview_url(preview: Image.Image) -> str:
+    """A step preview (made from the latents: no metadata) as a fast PNG ``data:`` URL."""
+    buffer = io.BytesIO()
+    preview.save(buffer, format="PNG", compress_level=1)
+    return data_url(buffer.getvalue())
+
+
 async def stream(
-    studio: Studio, request: gr.Request, generation: GenerationRequest, **paint_args: Any
+    studio: Studio,
+    request: gr.Request,
+    generation: GenerationRequest,
+    *,
+    photo: bytes | None = None,
+    mask: bytes | Image.Image | None = None,
 ) -> AsyncIterator[tuple[Any, Any, Any, Any]]:
-    """Yield (pictures, preview, status, last seed) while a job runs."""
+    """Yield (pictures, preview, status, last seed) while the run (:mod:`webui.run`) goes on.
+
+    Only the last-seed State is ever skipped: ``gr.skip()`` on a component makes Gradio build a
+    new component instance in the session's state on every yield, so unchanged outputs are sent
+    again as the same value (an empty diff) instead."""
     viewer = viewer_of(studio, request)
     lang = lang_of(request)
     session = getattr(request, "session_hash", None) or "api"
+    _expire_idle_sessions(request)
+    images = [RunImage("photo", photo)] if photo is not None else []
+    if mask is not None:
+        images.append(RunImage("mask", mask))
+    del photo, mask
+    inputs = RunInputs(generation, images, session=session)
+    preview_url: str | None = None
+    pending: Image.Image | None = None
+    status = ""
+    sent = 0.0
     try:
-        async for step in paint(studio, viewer, session, lang, generation, **paint_args):
-            if step.pictures is not None:
-                yield step.pictures, None, step.status, step.seed
+        async for update in paint(studio, viewer.user_id, inputs):
+            answer = update.answer
+            if answer is not None:
+                if answer.interrupted and not answer.pictures:
+                    yield None, preview_url, text("cancelled", lang), gr.skip()
+                    return
+                urls = [data_url(picture.png) for picture in answer.pictures]
+                seed = answer.results[0].seed if answer.results else gr.skip()
+                done = text("done", lang, count=len(urls), seed=seed,
+                             seconds=f"{answer.seconds:.1f}")
+                yield urls, None, done, seed
+                return
+            if update.preview is not None:
+                pending = update.preview
+            if update.state == "queued":
+                new_status = text("queued", lang, position=update.position)
+            elif update.state == "running":
+                if time.monotonic() - sent < STEP_UPDATE_SECONDS:
+                    continue  # the next wake brings the newest step
+                new_status = text("running", lang, step=update.step, total=update.total)
             else:
-                yield gr.skip(), step.preview or gr.skip(), step.status, gr.skip()
-    except PaintError as err:
-        raise gr.Error(str(err), print_exception=False) from None
+                new_status = text("starting", lang)
+            if pending is not None:
+                preview_url = await asyncio.to_thread(_preview_url, pending)
+                pending = None
+            elif new_status == status:
+                continue
+            status = new_status
+            sent = time.monotonic()
+            yield None, preview_url, status, gr.skip()
+    except (InputError, PrivacyError) as err:
+        raise gr.Error(error_text(err, lang), print_exception=False) from None
+    except (asyncio.CancelledError, GeneratorExit):
+        raise
+    except Exception as err:  # noqa: BLE001
+        log.error("painting failed: %s", type(err).__name__)
+        raise gr.Error(text("unexpected", lang), print_exception=False) from None
+
+
+def _expire_idle_sessions(request: gr.Request) -> None:
+    """Drop the Gradio session state of browser sessions idle for SESSION_IDLE_SECONDS (checked
+    at most once a minute, when someone paints)."""
+    global _last_sweep
+    now = time.monotonic()
+    if now - _last_sweep < SWEEP_EVERY_SECONDS:
+        return
+    _last_sweep = now
+    starlette_request = getattr(request, "request", None)
+    holder = getattr(getattr(starlette_request, "app", None), "state_holder", None)
+    if holder is not None:
+        expire_sessions(holder, SESSION_IDLE_SECONDS, keep=getattr(request, "session_hash", None))
+
+
+def expire_sessions(holder: Any, idle_seconds: float, keep: str | None = None) -> int:
+    """Remove Gradio sessions (``gradio.state_holder.StateHolder``) unused for ``idle_seconds``
+    (their State values get their ``delete_callback``); returns how many went."""
+    import datetime
+
+    cutoff = datetime.datetime.now() - datetime.timedelta(seconds=idle_seconds)
+    stale = [sid for sid, used in list(holder.time_last_used.items())
+             if used < cutoff and sid != keep]
+    for sid in stale:
+        holder.delete_state(sid)
+        with holder.lock:
+            holder.session_data.pop(sid, None)
+            holder.time_last_used.pop(sid, None)
+    return len(stale)
 
 
 def cancel_button(studio: Studio) -> gr.Button:
@@ -212,6 +348,6 @@ def cancel_button(studio: Studio) -> gr.Button:
 def on_cancel(studio: Studio):
     def handler(request: gr.Request) -> None:
         viewer = viewer_of(studio, request)
-        cancel(studio, viewer, getattr(request, "session_hash", "") or "")
+        studio.runs.cancel(viewer.user_id, getattr(request, "session_hash", "") or "")
 
     return handler

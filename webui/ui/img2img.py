@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gradio as gr
 
+from core.engine import MAX_PROMPT_CHARS
+from core.errors import InputError
+from privacy.errors import PrivacyError
 from webui.components import PrivateImage
-from webui.painting import take_photo
 from webui.studio import Studio
 from webui.ui.common import (
     cancel_button,
@@ -15,6 +17,7 @@ from webui.ui.common import (
     output_panel,
     settings_controls,
     stream,
+    take_photo,
     viewer_of,
 )
 
@@ -26,9 +29,10 @@ def build(studio: Studio) -> None:
                                  type="filepath", image_mode=None, buttons=[],
                                  format="png", elem_id="img2img-photo", height=320)
             gr.Markdown(label("photo_help"))
-            prompt = gr.Textbox(label=label("prompt"), placeholder=label("prompt_placeholder"),
-                                lines=2, max_length=4000, elem_id="img2img-prompt")
-            negative = gr.Textbox(label=label("negative_prompt"), lines=1, max_length=4000)
+            prompt = gr.Textbox("", label=label("prompt"), placeholder=label("prompt_placeholder"),
+                                lines=2, max_length=MAX_PROMPT_CHARS, elem_id="img2img-prompt")
+            negative = gr.Textbox("", label=label("negative_prompt"), lines=1,
+                                  max_length=MAX_PROMPT_CHARS)
             strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label=label("strength"),
                                  elem_id="strength")
             controls = settings_controls(studio, with_size=False)
@@ -39,20 +43,20 @@ def build(studio: Studio) -> None:
             out = output_panel()
 
     async def img2img(
-        image: str | None,
-        prompt: str,
-        negative_prompt: str,
-        strength: float,
-        style: str,
-        model: str,
-        sampler: str,
-        num_inference_steps: float,
-        guidance_scale: float,
-        width: float,
-        height: float,
-        seed: float,
-        batch_size: float,
-        request: gr.Request,
+        image: str | None = None,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        strength: float | None = None,
+        style: str | None = None,
+        model: str | None = None,
+        sampler: str | None = None,
+        num_inference_steps: float | None = None,
+        guidance_scale: float | None = None,
+        width: float | None = None,
+        height: float | None = None,
+        seed: float | None = None,
+        batch_size: float | None = None,
+        request: gr.Request | None = None,
     ):
         viewer = viewer_of(studio, request)
         from webui.i18n import error_text, language_of, text
@@ -62,7 +66,7 @@ def build(studio: Studio) -> None:
             raise gr.Error(text("no_photo", lang), print_exception=False)
         try:
             data = take_photo(studio, viewer, image)
-        except Exception as err:  # noqa: BLE001  (InputError: gone or not this user's)
+        except (InputError, PrivacyError) as err:  # gone or not this user's
             raise gr.Error(error_text(err, lang), print_exception=False) from None
         generation = checked_request(
             studio, request, prompt, negative_prompt, style, model, sampler, num_inference_steps,

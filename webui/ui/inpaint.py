@@ -10,10 +10,13 @@ from typing import Any
 
 import gradio as gr
 
+from core.engine import MAX_PROMPT_CHARS
+from core.errors import InputError
+from privacy.errors import PrivacyError
 from privacy.scrub import scrub_mask
 from webui.components import PrivateImage, PrivateImageMask
 from webui.i18n import error_text, language_of, text
-from webui.painting import mask_from_layers, take_photo
+from webui.run import painted_mask as mask_from_layers
 from webui.studio import Studio
 from webui.ui.common import (
     cancel_button,
@@ -23,6 +26,7 @@ from webui.ui.common import (
     output_panel,
     settings_controls,
     stream,
+    take_photo,
     viewer_of,
 )
 from webui.uploads import EDITOR_FILES
@@ -41,9 +45,10 @@ def build(studio: Studio) -> None:
             with gr.Accordion(label("mask_editor"), open=False, visible=False):
                 mask_file = PrivateImage(label="mask", type="filepath", image_mode=None,
                                          sources=["upload"], buttons=[], format="png")
-            prompt = gr.Textbox(label=label("prompt"), lines=2, max_length=4000,
+            prompt = gr.Textbox("", label=label("prompt"), lines=2, max_length=MAX_PROMPT_CHARS,
                                 elem_id="inpaint-prompt")
-            negative = gr.Textbox(label=label("negative_prompt"), lines=1, max_length=4000)
+            negative = gr.Textbox("", label=label("negative_prompt"), lines=1,
+                                  max_length=MAX_PROMPT_CHARS)
             strength = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label=label("strength"))
             controls = settings_controls(studio, with_size=False)
             with gr.Row():
@@ -53,21 +58,21 @@ def build(studio: Studio) -> None:
             out = output_panel()
 
     async def inpaint(
-        image: dict[str, Any] | None,
-        mask: str | None,
-        prompt: str,
-        negative_prompt: str,
-        strength: float,
-        style: str,
-        model: str,
-        sampler: str,
-        num_inference_steps: float,
-        guidance_scale: float,
-        width: float,
-        height: float,
-        seed: float,
-        batch_size: float,
-        request: gr.Request,
+        image: dict[str, Any] | None = None,
+        mask: str | None = None,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        strength: float | None = None,
+        style: str | None = None,
+        model: str | None = None,
+        sampler: str | None = None,
+        num_inference_steps: float | None = None,
+        guidance_scale: float | None = None,
+        width: float | None = None,
+        height: float | None = None,
+        seed: float | None = None,
+        batch_size: float | None = None,
+        request: gr.Request | None = None,
     ):
         viewer = viewer_of(studio, request)
         lang = language_of(request)
@@ -90,7 +95,7 @@ def build(studio: Studio) -> None:
             painted = mask_from_layers(layers, size) if layers else None
         except gr.Error:
             raise
-        except Exception as err:  # noqa: BLE001  (InputError / PrivacyError: one sentence)
+        except (InputError, PrivacyError) as err:  # gone, not this user's, not a picture
             raise gr.Error(error_text(err, lang), print_exception=False) from None
         if painted is None:
             raise gr.Error(text("no_mask", lang), print_exception=False)
@@ -98,8 +103,7 @@ def build(studio: Studio) -> None:
             studio, request, prompt, negative_prompt, style, model, sampler, num_inference_steps,
             guidance_scale, width, height, seed, batch_size, strength,
         )
-        async for update in stream(studio, request, generation, photo=photo, mask=painted,
-                                   mask_must_match=mask_bytes is not None):
+        async for update in stream(studio, request, generation, photo=photo, mask=painted):
             yield update
 
     go.click(
