@@ -51,7 +51,8 @@ def scrub(
     if len(data) > max_bytes:
         raise ScrubError(
             "upload_too_large",
-            f"The picture is larger than {max_bytes / 1_000_000:g} MB; send a smaller file.",
+            "The picture is larger than {megabytes} MB; send a smaller file.",
+            megabytes=f"{max_bytes / 1_000_000:g}",
         )
     if detect_format(data) is None:
         raise ScrubError("upload_format", ACCEPTED)
@@ -108,5 +109,6 @@ def _to_mode(image: Image.Image, mode: Mode) -> Image.Image:
 def _too_many_pixels(max_pixels: int) -> ScrubError:
     return ScrubError(
         "upload_too_many_pixels",
-        f"The picture has more than {max_pixels / 1_000_000:g} megapixels; send a smaller one.",
+        "The picture has more than {megapixels} megapixels; send a smaller one.",
+        megapixels=f"{max_pixels / 1_000_000:g}",
     )

@@ -223,3 +223,17 @@ def test_garbage_after_a_png_signature_is_refused() -> None:
     with pytest.raises(ScrubError) as refused:
         scrub(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10)
     assert refused.value.code == "upload_damaged"
+
+
+def test_refusals_carry_their_limit_so_translations_keep_the_figure() -> None:
+    # Issue 10: PrivacyError had no params, so "too large" lost its limit in Chinese.
+    from privacy.errors import PrivacyError
+    from privacy.scrub import scrub
+    from webui.i18n import error_text
+
+    with pytest.raises(PrivacyError) as caught:
+        scrub(b"\x89PNG" + bytes(3_000_000), max_bytes=2_000_000)
+    assert caught.value.params == {"megabytes": "2"}
+    assert "2 MB" in str(caught.value)
+    assert "2 MB" in error_text(caught.value, "zh")
+    assert "2 MB" in error_text(caught.value, "en")
