@@ -103,4 +103,26 @@ class PrivateImageMask(gr.ImageMask):
         }
 
 
+class RawNumber(gr.Number):
+    """A number input whose handler gets exactly what the client sent (``None``, a number, or
+    whatever a script posts): the handler checks it and answers in the person's language.
+    Gradio's own check raises before the handler, in English ("upstream app raised")."""
+
+    def get_block_name(self) -> str:
+        return "number"
+
+    def preprocess(self, payload: Any) -> Any:  # type: ignore[override]
+        return payload
+
+
+class RawSlider(gr.Slider):
+    """A slider whose handler gets exactly what the client sent (see :class:`RawNumber`)."""
+
+    def get_block_name(self) -> str:
+        return "slider"
+
+    def preprocess(self, payload: Any) -> Any:  # type: ignore[override]
+        return payload
+
+
 gradio.component_meta.create_or_modify_pyi = _write_stub

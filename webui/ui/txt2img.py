@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from core.engine import MAX_PROMPT_CHARS
 from webui.studio import Studio
 from webui.ui.common import (
     cancel_button,
@@ -19,9 +20,10 @@ from webui.ui.common import (
 def build(studio: Studio) -> None:
     with gr.Row():
         with gr.Column(scale=1):
-            prompt = gr.Textbox(label=label("prompt"), placeholder=label("prompt_placeholder"),
-                                lines=3, max_length=4000, elem_id="txt2img-prompt")
-            negative = gr.Textbox(label=label("negative_prompt"), lines=1, max_length=4000,
+            prompt = gr.Textbox("", label=label("prompt"), placeholder=label("prompt_placeholder"),
+                                lines=3, max_length=MAX_PROMPT_CHARS, elem_id="txt2img-prompt")
+            negative = gr.Textbox("", label=label("negative_prompt"), lines=1,
+                                  max_length=MAX_PROMPT_CHARS,
                                   placeholder=label("negative_placeholder"))
             controls = settings_controls(studio)
             with gr.Row():
@@ -31,18 +33,18 @@ def build(studio: Studio) -> None:
             out = output_panel()
 
     async def txt2img(
-        prompt: str,
-        negative_prompt: str,
-        style: str,
-        model: str,
-        sampler: str,
-        num_inference_steps: float,
-        guidance_scale: float,
-        width: float,
-        height: float,
-        seed: float,
-        batch_size: float,
-        request: gr.Request,
+        prompt: str | None = None,
+        negative_prompt: str | None = None,
+        style: str | None = None,
+        model: str | None = None,
+        sampler: str | None = None,
+        num_inference_steps: float | None = None,
+        guidance_scale: float | None = None,
+        width: float | None = None,
+        height: float | None = None,
+        seed: float | None = None,
+        batch_size: float | None = None,
+        request: gr.Request | None = None,
     ):
         generation = checked_request(
             studio, request, prompt, negative_prompt, style, model, sampler, num_inference_steps,
