@@ -12,8 +12,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from privacy.errors import PrivacyError
-from webui.i18n import language_of, text
+from webui.i18n import error_text, language_of, text
 from webui.studio import Studio
+
+_NOT_LOGGED_IN = PrivacyError("not_logged_in", "Log in first.")
 
 
 def zip_of_pictures(studio: Studio, user_id: str, private_key: bytes) -> bytes:
@@ -37,8 +39,10 @@ def routes(studio: Studio) -> APIRouter:
     @router.get("/my/pictures.zip", include_in_schema=False)
     async def my_pictures(request: Request) -> Response:
         viewer = studio.gate.viewer_of(request)
-        if viewer is None or viewer.session is None:
-            return JSONResponse({"error": text("not_logged_in", language_of(request))}, 401)
+        if viewer is None:
+            return JSONResponse({"error": error_text(_NOT_LOGGED_IN, language_of(request))}, 401)
+        if viewer.session is None:  # an API token: it never unlocks the gallery
+            return JSONResponse({"error": text("zip_needs_login", language_of(request))}, 403)
         key = viewer.session.private_key
         archive = await asyncio.to_thread(zip_of_pictures, studio, viewer.user_id, key)
         return Response(archive, media_type="application/zip", headers={

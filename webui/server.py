@@ -25,7 +25,7 @@ from starlette.types import ASGIApp
 
 from core.errors import InputError
 from core.registry import ensure_demo_model
-from privacy.accounts import Accounts
+from privacy.accounts import AccountError, Accounts, ensure_intact
 from webui import downloads
 from webui.api import build_api_router
 from webui.config import Settings, is_loopback
@@ -46,13 +46,24 @@ SWEEP_SECONDS = 15.0
 
 
 def open_accounts(data_dir: Path, **options: object) -> Accounts | None:
-    """The accounts store when it exists and holds at least one account (accounts mode)."""
+    """The accounts store when it exists and holds at least one account (accounts mode).
+
+    A data folder that has ever held accounts (the ``accounts-mode`` marker) never starts in
+    personal mode: a missing, empty, truncated or damaged ``obscura.db`` is refused with one
+    sentence (:func:`privacy.accounts.ensure_intact`), and so is any disk fault on opening it
+    (a :class:`privacy.errors.StorageError`), instead of a traceback or a silent personal mode.
+    """
+    ensure_intact(data_dir)
     if not (data_dir / "obscura.db").is_file():
         return None
     accounts = Accounts.in_data_dir(data_dir, **options)
-    if accounts.count_users() == 0:
+    try:
+        if accounts.count_users() == 0:
+            accounts.close()
+            return None
+    except BaseException:
         accounts.close()
-        return None
+        raise
     return accounts
 
 
@@ -131,7 +142,11 @@ def build_app(studio: Studio, *, tls: bool = False) -> ASGIApp:
 
     gate = studio.gate
     wrapped: ASGIApp = LanguageMiddleware(app, secure=tls)
-    wrapped = AccessGuard(wrapped, gate=gate, uploads=studio.uploads)
+    functions = demo.fns  # Gradio's event ids: an unknown fn_index is refused by the guard
+    wrapped = AccessGuard(
+        wrapped, gate=gate, uploads=studio.uploads, functions=lambda: functions.keys(),
+        api_names=lambda: {fn.api_name for fn in functions.values() if fn.api_name},
+    )
     # Session cookie, Bearer API token, or HTTP Basic with a user name and an API token:
     # found once per request, in a worker thread, for the guard, the API and Gradio.
     wrapped = IdentityMiddleware(wrapped, gate=gate)
@@ -156,8 +171,11 @@ class Sweeper:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop and wait for a sweep in progress, so what it uses can be closed after this."""
         self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     def sweep_once(self) -> None:
         studio = self.studio
@@ -167,10 +185,14 @@ class Sweeper:
             accounts.sweep_sessions()
 
             def retention(owner: str) -> int | None:
+                # Only a missing row means "the account is gone, its pictures go". A disk
+                # fault, a damaged database or a closed store raises, and the pictures stay.
                 try:
                     return accounts.settings(owner).retention_days
-                except Exception:  # noqa: BLE001  (the account is gone)
-                    return None
+                except AccountError as err:
+                    if err.code == "user_unknown":
+                        return None
+                    raise
 
             removed = gallery.sweep(retention, logged_in=accounts.logged_in_users())
             if removed and studio.audit is not None:
@@ -253,11 +275,13 @@ def serve(settings: Settings, ram: RamDir) -> None:
     try:
         uvicorn.Server(config).run()
     finally:
-        shutdown(studio)
+        shutdown(studio, sweeper)
+
+
+def shutdown(studio: Studio, sweeper: Sweeper | None = None) -> None:
+    """Stop the background threads first (and wait for them), then close what they use."""
+    if sweeper is not None:
         sweeper.stop()
-
-
-def shutdown(studio: Studio) -> None:
     studio.queue.stop()
     studio.spool.shred_all()
     if studio.accounts is not None:

@@ -350,3 +350,101 @@ def test_cookie_state_changes_need_a_same_origin_page_but_tokens_and_scripts_pas
     with accounts_server.client() as anonymous:
         response = anonymous.post("/sdapi/v1/txt2img", content=b"{}", headers=form)
         assert response.status_code == 401
+
+
+# -- weaker findings: clear 4xx answers, nothing a client sends in the log ---------------------
+
+CANARY = "canaryhost-7f3a"
+
+
+def raw_request(server, method: str, path: str, headers: dict, body: bytes | None = None):
+    """A request sent exactly as written (Host included), answered as (status, headers)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port_of(server), timeout=30)
+    connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+    for name, value in headers.items():
+        connection.putheader(name, value)
+    connection.endheaders(body)
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}
+
+
+def server_errors(server) -> int:
+    return (server.state_dir / "server.log").read_text().count("Exception in ASGI application")
+
+
+def api_token(server, username: str) -> str:
+    from privacy.accounts import Accounts
+    from privacy.passwords import make_hasher
+
+    accounts = Accounts.in_data_dir(server.data_dir, hasher=make_hasher(
+        time_cost=1, memory_cost=1024, parallelism=1))
+    try:
+        return accounts.create_token(accounts.user_id_for(username), f"t-{time.time_ns()}")
+    finally:
+        accounts.close()
+
+
+def test_mistakes_get_a_clear_4xx_with_the_security_headers_and_no_traceback(accounts_server):
+    before = server_errors(accounts_server)
+    host = {"host": f"127.0.0.1:{port_of(accounts_server)}"}
+    with closing(accounts_server.login("bob")) as bob:
+        cookie = {**host, "cookie": "; ".join(f"{k}={v}" for k, v in bob.cookies.items())}
+        answers = [
+            raw_request(accounts_server, "GET", "/gradio_api/file=/x%00y", cookie),
+            raw_request(accounts_server, "GET", "/gradio_api/file=%00", cookie),
+            raw_request(accounts_server, "GET", "/gradio_api/queue/data?session_hash=never-joined",
+                        cookie),
+        ]
+        for fn in (9999, "abc", -1, 10**30):
+            body = {"data": [], "fn_index": fn, "session_hash": "bob-fn", "event_data": None}
+            response = bob.post("/gradio_api/queue/join", json=body)
+            answers.append((response.status_code, response.headers))
+        response = bob.post("/gradio_api/call/no-such-function", json={"data": []})
+        answers.append((response.status_code, response.headers))
+    token = api_token(accounts_server, "bob")
+    for auth in ({"authorization": f"Bearer {token}"}, None):
+        response = httpx.get(f"{accounts_server.url}/my/pictures.zip", headers=auth,
+                             auth=None if auth else ("bob", token))
+        assert response.status_code == 403
+        assert "password" in response.json()["error"]
+        answers.append((response.status_code, response.headers))
+    for status, headers in answers:
+        assert 400 <= status < 500, status
+        assert "content-security-policy" in headers and "x-frame-options" in headers
+    time.sleep(0.3)
+    assert server_errors(accounts_server) == before
+
+
+def test_nothing_a_client_sends_reaches_the_log(accounts_server):
+    port = port_of(accounts_server)
+    ours = {"host": f"127.0.0.1:{port}"}
+    with closing(accounts_server.login("bob")) as bob:
+        cookie = {**ours, "cookie": "; ".join(f"{k}={v}" for k, v in bob.cookies.items())}
+        requests = [
+            ("GET", "/", {"host": f"{CANARY}.example"}, None),
+            ("GET", "/", {"host": f"{CANARY} .example"}, None),
+            ("GET", "/", {**ours, "origin": f"http://{CANARY}.example"}, None),
+            ("GET", f"/gradio_api/file=http://{CANARY}.example/x.png", cookie, None),
+            ("GET", f"/gradio_api/call/{CANARY}/x", cookie, None),
+            ("GET", f"/{CANARY}", cookie, None),
+            ("GET", f"/gradio_api/queue/data?session_hash={CANARY}", cookie, None),
+            ("GET", "/", {**ours, "x-forwarded-for": CANARY, "x-forwarded-host": CANARY}, None),
+            ("POST", "/gradio_api/queue/join", {**cookie, "content-type": "application/json"},
+             b'{"data": [], "session_hash": "' + CANARY.encode() + b'"'),
+        ]
+        for method, path, headers, body in requests:
+            if body is not None:
+                headers = {**headers, "content-length": str(len(body))}
+            status, _ = raw_request(accounts_server, method, path, headers, body)
+            assert 400 <= status < 500, path
+        index = api_index(bob, "img2img")
+        link = file_data(f"http://{CANARY}.example/holiday.png")
+        joined = bob.post("/gradio_api/queue/join", json={
+            "data": img2img_data(link), "fn_index": index, "session_hash": "bob-canary",
+            "event_data": None, "trigger_id": None})
+        assert joined.status_code == 422
+    time.sleep(0.5)
+    log = (accounts_server.state_dir / "server.log").read_text()
+    assert CANARY not in log

@@ -24,6 +24,7 @@ guard:
   ``/gradio_api/upload_progress`` (which names the file);
 * reads every body it checks (``queue/join``, ``call/*``, ``cancel``, ``reset``) as a JSON
   object and refuses one it cannot read (400): it never lets through what it could not check;
+  an ``fn_index`` that names no event is 422 (Gradio answers 500 with a traceback);
 * refuses (422, one sentence) any file a body names that is not an upload of this user's in
   Gradio's cache: a ``path`` or ``url`` that is a link (Gradio would download it, DNS look-up
   included), another user's upload or any other local file. ``url`` may also be a ``data:``
@@ -46,7 +47,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -169,6 +170,8 @@ class AccessGuard:
         uploads: UploadOwners,
         sessions: Ownership | None = None,
         events: Ownership | None = None,
+        functions: Callable[[], Collection[int]] = frozenset,
+        api_names: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         self.app = app
         self.gate = gate
@@ -176,6 +179,9 @@ class AccessGuard:
         self.sessions = sessions or Ownership()
         self.events = events or Ownership()
         self.upload_ids = Ownership()
+        self.joined = Ownership()  # sessions that queued an event (queue/data has a stream)
+        self.functions = functions  # Gradio's event ids (fn_index) that exist
+        self.api_names = api_names  # and their names (for /gradio_api/call/NAME)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -254,6 +260,10 @@ class AccessGuard:
             if not session or not self.sessions.claim(session, user):
                 await _deny(scope, receive, send, 403, "Not your session.")
                 return
+            if self.joined.owner(session) != user:
+                # Nothing was ever queued in it: Gradio fails mid-stream, with a traceback.
+                await _deny(scope, receive, send, 404, "Not found.")
+                return
             await self.app(scope, receive, send)
             return
         if route.rstrip("/") in ("/upload", "/upload_progress") and _given(scope, "upload_id"):
@@ -273,6 +283,9 @@ class AccessGuard:
             return
         if route.rstrip("/") == "/upload" and scope["method"] == "POST":
             await self.app(scope, receive, self._record_uploads(send, user))
+            return
+        if route.startswith("/call/") and route.split("/")[2] not in self.api_names():
+            await _deny(scope, receive, send, 404, "Not found.")  # Gradio: 500, traceback
             return
         if scope["type"] == "http" and scope["method"] == "POST" and (
             route.rstrip("/") in ("/queue/join", "/cancel", "/reset")
@@ -310,6 +323,12 @@ class AccessGuard:
         except BadBody:
             await _deny(scope, receive, send, 400, "The request body could not be read.")
             return
+        fn_index = data.get("fn_index")
+        if fn_index is not None and (
+            type(fn_index) is not int or fn_index not in self.functions()
+        ):
+            await _deny(scope, receive, send, 422, "There is no such function.")
+            return
         if self._foreign_file(data, user):
             message = text("file_not_uploaded", language_of(Request(scope)))
             await _deny(scope, receive, send, 422, message)
@@ -323,7 +342,7 @@ class AccessGuard:
                 await _deny(scope, receive, send, 403, "Not your job.")
                 return
         if route.rstrip("/") == "/queue/join" or route.startswith("/call/"):
-            await self.app(scope, replay, self._record_event(send, user))
+            await self.app(scope, replay, self._record_event(send, user, session))
             return
         await self.app(scope, replay, send)
 
@@ -350,7 +369,7 @@ class AccessGuard:
         route = unquote(parts.path)
         return route.startswith(FILE_URL) and self.uploads.owns(route[len(FILE_URL):], user)
 
-    def _record_event(self, send: Send, user: str) -> Send:
+    def _record_event(self, send: Send, user: str, session: str | None) -> Send:
         chunks: list[bytes] = []
 
         async def capture(message: Message) -> None:
@@ -361,6 +380,8 @@ class AccessGuard:
                         event_id = json.loads(b"".join(chunks)).get("event_id")
                         if isinstance(event_id, str):
                             self.events.claim(event_id, user)
+                            if session is not None:
+                                self.joined.claim(session, user)
                     except (ValueError, AttributeError):
                         pass
             await send(message)
