@@ -7,14 +7,18 @@ What it looks for, and why each is a finding:
   HEIC/AVIF, or a base64 ``data:`` picture) outside a declared encrypted container. Declared
   containers must start with their magic header and are searched for the long signatures too,
   so a plaintext picture dressed up with a fake header is still found.
-* **Photo metadata.** EXIF blocks (where GPS positions and camera serial numbers live) and XMP
-  packets anywhere outside an encrypted container.
+* **Photo metadata.** EXIF blocks (where GPS positions and camera serial numbers live), XMP
+  packets, and PNG text chunks (``tEXt``/``iTXt``/``zTXt``, where prompts and settings are
+  written) anywhere outside an encrypted container.
 * **Anything past its retention.** Gallery pictures past their owner's retention (or kept for
   an account that no longer exists, or for a "this session only" account with no session),
   spool files older than a day, audit-log days past 90 days, expired sessions and invites still
   stored.
 * **Anything undeclared.** Files in the data dir, and tables or columns in the accounts
   database, that :mod:`privacy.inventory` does not declare.
+* **Damage and permissions.** A data folder that has held accounts (the ``accounts-mode``
+  marker) whose ``obscura.db`` is missing, empty or damaged (``PRAGMA quick_check``), and a
+  data folder, folder in it, or database that other users of the machine can read (e.g. 0755).
 * **Settings.** Personal mode (no accounts) must listen on loopback only; accounts mode on a LAN
   address needs TLS; temp files on disk and missing privacy switches in the environment are
   reported.
@@ -38,7 +42,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from privacy import accounts as accounts_store
 from privacy import gallery, inventory, spool
+from privacy.auditlog import DEFAULT_RETENTION_DAYS
 
 # -- signatures ------------------------------------------------------------------------------
 
@@ -69,14 +75,17 @@ _START_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"II*\x00", "TIFF picture (or raw EXIF)"),
     (b"MM\x00*", "TIFF picture (or raw EXIF)"),
 )
+# PNG text chunks (tEXt, iTXt, zTXt): 4 bytes, so only looked for in PNG files in the clear.
+PNG_TEXT_CHUNK = re.compile(rb"tEXt|iTXt|zTXt")
+PNG_TEXT = "PNG text chunk (can hold the prompt and settings)"
 _CHUNK = 1 << 20
 _OVERLAP = 32
 
 GRADIO_DEFAULT_TEMP = Path("/tmp/gradio")  # noqa: S108  (Gradio's default cache folder)
 DAY = timedelta(days=1)
 SPOOL_MAX_AGE = DAY
-AUDIT_LOG_RETENTION_DAYS = 90
-SESSION_ABSOLUTE = timedelta(hours=12)
+AUDIT_LOG_RETENTION_DAYS = DEFAULT_RETENTION_DAYS  # one definition: privacy.auditlog
+SESSION_ABSOLUTE = timedelta(seconds=accounts_store.SESSION_ABSOLUTE_SECONDS)
 _AUDIT_DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.jsonl")
 _CONTAINER_MAGIC = {
     "spool": spool.HEADER,
@@ -89,7 +98,7 @@ _CONTAINER_MAGIC = {
 class Finding:
     """One thing that breaks a promise or the inventory."""
 
-    check: str  # plaintext_image | metadata | retention | undeclared | database | setting
+    check: str  # plaintext_image | metadata | retention | undeclared | database | permissions | setting
     where: str
     detail: str
 
@@ -161,10 +170,15 @@ def run_audit(
     data_dir = Path(data_dir)
     db_path = data_dir / "obscura.db"
     accounts = _read_accounts(db_path, moment)
-    report = AuditReport(data_dir=str(data_dir), mode="accounts" if accounts.users else "personal")
+    marked = (data_dir / accounts_store.MARKER_NAME).exists()
+    report = AuditReport(
+        data_dir=str(data_dir), mode="accounts" if accounts.users or marked else "personal"
+    )
     findings = report.findings
     if data_dir.is_dir():
         _scan_data_dir(data_dir, report)
+        findings += _check_permissions(data_dir)
+        findings += _check_damage(data_dir, marked)
         findings += _check_database(db_path, accounts, moment)
         findings += _check_gallery(data_dir / "gallery", accounts, settings, moment)
         findings += _check_spool_age(data_dir / "spool", moment)
@@ -191,6 +205,7 @@ def signatures_in(path: Path, *, container: bool) -> list[str]:
                 found.append("BMP picture")
         handle.seek(0)
         tail = b""
+        text_chunk = False
         while True:
             block = handle.read(_CHUNK)
             if not block:
@@ -200,7 +215,11 @@ def signatures_in(path: Path, *, container: bool) -> list[str]:
                 found += [name for magic, name in table.items() if magic in window]
             if not container and JPEG_INSIDE.search(window):
                 found.append("JPEG picture")
+            if not container and PNG_TEXT_CHUNK.search(window):
+                text_chunk = True
             tail = window[-_OVERLAP:]
+    if text_chunk and "PNG picture" in found:
+        found.append(PNG_TEXT)
     return sorted(set(found))
 
 
@@ -217,8 +236,8 @@ def _gps_note(path: Path) -> str:
 
 def _findings_for_content(path: Path, where: str, *, container: bool) -> list[Finding]:
     names = signatures_in(path, container=container)
-    pictures = [n for n in names if n not in METADATA_SIGNATURES.values()]
-    metadata = [n for n in names if n in METADATA_SIGNATURES.values()]
+    pictures = [n for n in names if n not in METADATA_SIGNATURES.values() and n != PNG_TEXT]
+    metadata = [n for n in names if n in METADATA_SIGNATURES.values() or n == PNG_TEXT]
     inside = (
         "inside a file declared as encrypted" if container else "not inside an encrypted container"
     )
@@ -301,12 +320,13 @@ def _has_container_magic(path: Path, relative: str) -> bool:
 
 
 def _scan_temp_dir(folder: Path, report: AuditReport) -> None:
-    # Gradio names cached uploads after the user's file: report the folder, never the name.
+    # Gradio names cached uploads after the user's file, in folders named after a hash of the
+    # content: report the scanned folder only, never a name or a sub-folder under it.
     for path, info in _walk(folder):
         if not stat.S_ISREG(info.st_mode):
             continue
         try:
-            found = _findings_for_content(path, f"a file in {path.parent}", container=False)
+            found = _findings_for_content(path, f"a file under {folder}", container=False)
             report.scanned_files += 1
         except OSError:
             report.unreadable_files += 1
@@ -371,6 +391,51 @@ def _read_accounts(db_path: Path, now: datetime | None = None) -> _Accounts:
     finally:
         db.close()
     return accounts
+
+
+def _check_damage(data_dir: Path, marked: bool) -> list[Finding]:
+    """A damaged database, or a lost one in a folder that has held accounts."""
+    problem = accounts_store.database_problem(data_dir)
+    if problem is None or (problem == "missing" and not marked):
+        return []
+    if problem in ("without any account", "without its tables", "empty") and not marked:
+        return []  # a fresh personal-mode folder
+    return [
+        Finding(
+            "database",
+            "obscura.db",
+            f"The accounts database is {problem}"
+            + (" although this folder has held accounts" if marked else "")
+            + "; stop the server and restore obscura.db from a backup.",
+        )
+    ]
+
+
+def _check_permissions(data_dir: Path) -> list[Finding]:
+    """The data dir, its folders (models aside) and the database must be private (0700/0600)."""
+    out = []
+    candidates = [(data_dir, ".")]
+    for path, info in _walk(data_dir):
+        relative = path.relative_to(data_dir).as_posix()
+        if relative == "models" or relative.startswith("models/"):
+            continue
+        if stat.S_ISDIR(info.st_mode) or relative in ("obscura.db", accounts_store.MARKER_NAME):
+            candidates.append((path, relative))
+    for path, relative in candidates:
+        try:
+            mode = stat.S_IMODE(path.stat(follow_symlinks=False).st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            out.append(
+                Finding(
+                    "permissions",
+                    relative,
+                    f"Other users of this machine can reach this (mode {mode:04o}); "
+                    f"run chmod {'700' if path.is_dir() else '600'} on it.",
+                )
+            )
+    return out
 
 
 def _check_database(db_path: Path, accounts: _Accounts, now: datetime) -> list[Finding]:
@@ -516,6 +581,10 @@ def _check_audit_log_age(root: Path, now: datetime) -> list[Finding]:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a listen address or a Host name) is this machine's loopback.
+
+    The one definition (``webui.config`` imports it). Host names are case-insensitive, so
+    ``LOCALHOST`` is loopback too."""
     if host.lower() in {"localhost", "localhost."}:
         return True
     try:

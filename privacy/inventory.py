@@ -86,7 +86,9 @@ STORES: tuple[Store, ...] = (
         name="accounts database",
         holds="Accounts (username, role, secrets), invite codes, API tokens, sessions: see the "
         "table list below. No e-mail, phone number, real name, IP address or user agent.",
-        where="`<data-dir>/obscura.db` (SQLite, mode 0600)",
+        where="`<data-dir>/obscura.db` (SQLite, mode 0600); `<data-dir>/accounts-mode`, an empty "
+        "marker written with the first account, so a lost or damaged database is refused at "
+        "start instead of falling back to personal mode",
         encryption="file not encrypted; every secret in it is a hash (Argon2id or SHA-256) or "
         "wrapped under the owner's password; secure_delete on, rollback journal (no WAL)",
         retention="accounts until deleted; sessions until logout or expiry (30 min idle, 12 h); "
@@ -94,7 +96,7 @@ STORES: tuple[Store, ...] = (
         readers="the server process; an administrator can list usernames and roles, reset a "
         "password, delete an account, but cannot unwrap a private key",
         medium="disk",
-        files=("obscura.db", "obscura.db-journal"),
+        files=("obscura.db", "obscura.db-journal", "accounts-mode"),
     ),
     Store(
         name="gallery",

@@ -6,7 +6,6 @@ when it exists. Every key is documented in ``docs/configuration.md``.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -14,16 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
+from privacy.audit import is_loopback  # the one definition
 
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a listen address or a Host name) is this machine's loopback."""
-    if host in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+__all__ = ["is_loopback"]
 
 
 def default_data_dir() -> Path:

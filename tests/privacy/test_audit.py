@@ -76,6 +76,9 @@ def data_dir(tmp_path: Path, alice_keys: Keys) -> Path:
     (root / "obscura.toml").write_text('host = "127.0.0.1"\n')
     (root / "models" / "tiny").mkdir(parents=True)
     (root / "models" / "tiny" / "sample.png").write_bytes(picture_bytes("PNG"))  # not user data
+    for private in (root, root / "audit", root / "tls"):  # as the server makes them
+        private.chmod(0o700)
+    (root / "obscura.db").chmod(0o600)
     return root
 
 
@@ -154,8 +157,9 @@ def test_temp_dir_findings_name_the_folder_never_the_file(data_dir: Path, tmp_pa
     cache.mkdir(parents=True)
     (cache / "holiday at grandmas house.jpg").write_bytes(picture_bytes("JPEG", gps=True))
     report = audit(data_dir, temp_dirs=[tmp_path / "gradio"])
-    assert ("plaintext_image", f"a file in {cache}") in checks(report)
+    assert ("plaintext_image", f"a file under {tmp_path / 'gradio'}") in checks(report)
     assert "grandma" not in report.to_text() and "grandma" not in report.to_json()
+    assert cache.name not in report.to_text()  # the folder is a hash of the content
 
 
 def test_undeclared_files_tables_and_columns_are_found(data_dir: Path) -> None:
@@ -235,7 +239,7 @@ def test_old_spool_files_old_audit_days_expired_sessions_and_invites_are_found(
 
 def test_personal_mode_must_listen_on_loopback(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
-    empty.mkdir()
+    empty.mkdir(mode=0o700)
     assert audit(empty).findings == []
     assert audit(empty, host="::1").findings == []
     report = audit(empty, host="0.0.0.0")
@@ -331,7 +335,7 @@ def test_cli_finds_planted_pictures_and_exits_non_zero(data_dir: Path, cli_env: 
         "planted.jpg",
         f"gallery/{OWNER}/planted.png",
         "spool/" + "d" * 32,
-        f"a file in {cli_env / 'ram'}",
+        f"a file under {cli_env / 'ram'}",
     }
     human = CliRunner().invoke(audit_command, ["--data-dir", str(data_dir)])
     assert human.exit_code == 1 and "[plaintext_image] planted.jpg" in human.output
@@ -360,3 +364,75 @@ def test_privacy_modules_know_nothing_of_click_gradio_torch_core_or_webui() -> N
                 continue
             for module in modules:
                 assert module.split(".")[0] not in forbidden, f"privacy/{name}.py imports {module}"
+
+
+# -- issue 9 "obscura audit misses ..." and damaged databases ----------------------------------
+
+
+def test_a_data_dir_others_can_read_is_a_finding(data_dir: Path) -> None:
+    data_dir.chmod(0o755)
+    (data_dir / "obscura.db").chmod(0o644)
+    found = [(f.check, f.where) for f in audit(data_dir).findings]
+    assert ("permissions", ".") in found
+    assert ("permissions", "obscura.db") in found
+
+
+def test_png_text_chunks_are_metadata_findings(tmp_path: Path) -> None:
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a secret prompt")
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "PNG", pnginfo=info)
+    (temp / "picture.png").write_bytes(buffer.getvalue())
+    report = run_audit(tmp_path / "none", AuditSettings(), temp_dirs=[temp])
+    metadata = [f for f in report.findings if f.check == "metadata"]
+    assert metadata and "PNG text chunk" in metadata[0].detail
+    plain = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(plain, "PNG")
+    assert audit_module.PNG_TEXT not in signatures_in_bytes(tmp_path, plain.getvalue())
+
+
+def signatures_in_bytes(tmp_path: Path, data: bytes) -> list[str]:
+    path = tmp_path / "probe.bin"
+    path.write_bytes(data)
+    return signatures_in(path, container=False)
+
+
+def test_temp_findings_name_the_scanned_folder_never_the_hash_folder(tmp_path: Path) -> None:
+    ram = tmp_path / "ram"
+    hashed = ram / ("0f" * 20)
+    hashed.mkdir(parents=True)
+    (hashed / "holiday-at-home.png").write_bytes(picture_bytes("PNG"))
+    report = run_audit(tmp_path / "none", AuditSettings(), temp_dirs=[ram])
+    text = report.to_text() + report.to_json()
+    assert report.findings
+    assert "0f0f0f" not in text and "holiday" not in text
+    assert str(ram) in text
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "overwritten", "deleted"])
+def test_a_lost_accounts_database_is_reported(tmp_path: Path, damage: str) -> None:
+    from privacy.accounts import Accounts
+    from privacy.passwords import make_hasher
+
+    root = tmp_path / "data"
+    store = Accounts(root / "obscura.db", hasher=make_hasher(time_cost=1, memory_cost=8,
+                                                              parallelism=1))
+    store.create_user("alice", "correct horse")
+    store.close()
+    db = root / "obscura.db"
+    if damage == "empty":
+        db.write_bytes(b"")
+    elif damage == "truncated":
+        db.write_bytes(db.read_bytes()[:1500])
+    elif damage == "overwritten":
+        db.write_bytes(os.urandom(8192))
+    else:
+        db.unlink()
+    report = run_audit(root, AuditSettings())
+    assert report.mode == "accounts"
+    damaged = [f for f in report.findings if f.check == "database"]
+    assert damaged and "restore obscura.db from a backup" in damaged[0].detail, report.to_text()
