@@ -168,14 +168,6 @@ class GenerationFields(BaseModel):
         for name in ("seed_resize_from_w", "seed_resize_from_h"):
             if getattr(self, name) > 0:
                 names.append(name)
-        if self.eta is not None:
-            names.append("eta")
-        for name, default in (("s_min_uncond", 0.0), ("s_churn", 0.0), ("s_tmin", 0.0),
-                              ("s_noise", 1.0)):
-            if getattr(self, name) != default:
-                names.append(name)
-        if self.s_tmax is not None:
-            names.append("s_tmax")
         if self.refiner_checkpoint:
             names.append("refiner_checkpoint")
         if self.restore_faces:
@@ -246,8 +238,6 @@ class Img2ImgRequest(GenerationFields):
                 names.append("inpaint_full_res")
         if self.initial_noise_multiplier not in (None, 1, 1.0):
             names.append("initial_noise_multiplier")
-        if self.image_cfg_scale is not None:
-            names.append("image_cfg_scale")
         if self.include_init_images:
             names.append("include_init_images")
         return names
