@@ -1040,10 +1040,10 @@ def ensure_intact(data_dir: Path) -> None:
     if problem is not None and (data_dir / MARKER_NAME).exists():
         raise StorageError(
             "accounts_database_lost",
-            "This data folder has held accounts, but its accounts database is {problem}; "
-            "Obscura will not start without login. Stop, restore obscura.db from a backup "
-            "(or remove the file accounts-mode to start over in personal mode), and run "
-            "`obscura audit` to see the damage.",
+            "This data folder has held accounts but its accounts database is {problem}, so "
+            "Obscura will not start without login: restore obscura.db from a backup (or delete "
+            "the file accounts-mode to start over in personal mode) and run `obscura audit` to "
+            "see the damage.",
             problem=problem,
         )
 

@@ -41,7 +41,7 @@ from privacy.atomic import (
     remove_durably,
     write_atomically,
 )
-from privacy.errors import GalleryError, SealError
+from privacy.errors import GalleryError, PrivacyError, SealError
 
 KEY_MAGIC = b"OBSCKEY"
 BODY_MAGIC = b"OBSCPIC"
@@ -266,14 +266,20 @@ class Gallery:
         ``retention_days_for(owner_id)`` gives the owner's retention in days, ``0`` for "only
         this session" (kept while the owner is in ``logged_in``, deleted otherwise, e.g. after a
         crash skipped the logout purge), or ``None`` when the account no longer exists (all of
-        its pictures go). Leftover temp files and bodies whose key is gone are removed too.
+        its pictures go). Only ``None`` deletes an owner: when the callback raises a
+        :class:`PrivacyError` (a disk fault, a damaged database) that owner's pictures are kept
+        and the sweep goes on with the others. Leftover temp files and bodies whose key is gone
+        are removed too.
         """
         moment = now or datetime.now(UTC)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         removed = 0
         for owner_id in self.owners():
-            days = retention_days_for(owner_id)
+            try:
+                days = retention_days_for(owner_id)
+            except PrivacyError:
+                continue  # not known to be gone: keep everything
             if days is None or (days <= 0 and owner_id not in logged_in):
                 removed += self.delete_owner(owner_id)
                 continue

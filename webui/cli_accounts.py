@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from core.errors import InputError
-from privacy.accounts import Accounts, check_username
+from privacy.accounts import Accounts, check_username, ensure_intact
 from privacy.errors import PrivacyError
 from privacy.gallery import Gallery
 from privacy.passwords import check_policy
@@ -43,10 +43,15 @@ def _password_stdin_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @contextmanager
 def _accounts(data_dir: Path | None) -> Iterator[tuple[Accounts, Path]]:
-    """Open the accounts store; every refusal becomes a one-sentence error and exit code 1."""
+    """Open the accounts store; every refusal becomes a one-sentence error and exit code 1.
+
+    A data folder that has held accounts but whose database is lost or damaged is refused
+    (``ensure_intact``), so no command quietly starts a new, empty database over it.
+    """
     try:
         settings = load_settings({"data_dir": data_dir})
         root = settings.data_dir
+        ensure_intact(root)
         accounts = Accounts.in_data_dir(root, default_retention_days=settings.retention_days)
     except (PrivacyError, InputError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -146,7 +151,10 @@ def user_delete(name: str, yes: bool, data_dir: Path | None) -> None:
 @_password_stdin_option
 @_data_dir_option
 def user_passwd(name: str, keep_gallery: bool, password_stdin: bool, data_dir: Path | None) -> None:
-    """Set a new password for NAME (also lifts a lock after too many wrong passwords).
+    """Set a new password for NAME; ends the account's API tokens and lifts its login back-off.
+
+    Every API token of the account stops working with the old password (whoever knew the old
+    password may have made one): make new ones with `obscura token create`.
 
     Without --keep-gallery this is an administrator's reset: nobody knows the old password, so
     nobody can unlock the old gallery key. A new key pair is made and the account's earlier
@@ -167,11 +175,12 @@ def user_passwd(name: str, keep_gallery: bool, password_stdin: bool, data_dir: P
         change = accounts.set_password(user_id, new, old=old)
         removed = 0 if change.kept_gallery else _remove_gallery(root, user_id)
     if change.kept_gallery:
-        click.echo("Password changed; the gallery is kept.")
+        click.echo("Password changed; the gallery is kept; the account's API tokens have ended.")
     else:
         click.echo(
             "Password reset. The account has a new gallery key; its earlier "
-            f"{removed} picture(s) could no longer be opened by anyone and were removed."
+            f"{removed} picture(s) could no longer be opened by anyone and were removed; "
+            "its API tokens have ended."
         )
 
 
