@@ -337,3 +337,16 @@ def test_gradio_client_batch_zero_means_the_default(ui):
     pictures, *_ = ui.predict(prompt="x", width=64, height=64, num_inference_steps=1,
                               batch_size=0, api_name="/txt2img")
     assert len(pictures) == 1
+
+
+def test_docs_list_every_bound():
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    table = docs[docs.index("### Bounds"):docs.index("### Errors")]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    for name, (low, high) in BOUNDS.items():
+        row = next((r for r in rows if f"`{name}`" in r), None)
+        assert row is not None, name
+        shown = [f"{n:g}" if isinstance(n, float) else str(n) for n in (low, high)]
+        assert f"{shown[0]} – {shown[1]}".replace("-1", "−1") in row.replace("-1", "−1"), name
