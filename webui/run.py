@@ -217,7 +217,7 @@ def sealing_key(studio: Studio, owner: str) -> bytes | None:
     that asks for it."""
     if studio.accounts is None or studio.gallery is None:
         return None
-    return studio.accounts.public_key(owner)
+    return studio.accounts.sealing_key(owner)  # proven at login (privacy.accounts)
 
 
 def _clean_images(studio: Studio, inputs: RunInputs) -> dict[str, Image.Image]:

@@ -1,30 +1,55 @@
 """Gallery (accounts mode): the owner's pictures, decrypted on demand with the key unlocked at
-login; download and delete. Nothing decrypted is written anywhere: thumbnails are data URLs."""
+login; download and delete. Nothing decrypted is written anywhere: thumbnails are data URLs.
+
+A picture that does not open with the owner's key (sealed to another key, e.g. after someone
+swapped the stored public key, or damaged) is never hidden: it is listed as a grey tile saying
+"can't be opened", and can be deleted like any other."""
 
 from __future__ import annotations
 
-import gradio as gr
+import io
+from functools import cache
 
-from privacy.errors import PrivacyError
+import gradio as gr
+from PIL import Image
+
+from privacy.errors import GalleryError, PrivacyError
 from webui.components import PrivateGallery, data_url
 from webui.i18n import error_text, language_of, text
 from webui.studio import Studio
 from webui.ui.common import label, viewer_of
 
 SHOWN = 60  # newest pictures decrypted per refresh
+_UNOPENED = {"picture_refused": "gallery_sealed_elsewhere", "picture_damaged": "gallery_cannot_open"}
 
 
-def open_pictures(studio: Studio, request: gr.Request) -> tuple[list[str], list[str]]:
-    """(data URLs, picture ids) of the viewer's newest pictures."""
+@cache
+def placeholder() -> str:
+    """A plain grey tile (no content) standing for a picture that cannot be opened."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(buffer, format="PNG")
+    return data_url(buffer.getvalue())
+
+
+def open_pictures(
+    studio: Studio, request: gr.Request
+) -> tuple[list[str | tuple[str, str]], list[str]]:
+    """(data URLs or (placeholder, caption) pairs, picture ids) of the newest pictures."""
     viewer = viewer_of(studio, request)
     if studio.gallery is None or viewer.session is None:
         return [], []
     key = viewer.session.private_key
-    urls, ids = [], []
+    lang = language_of(request)
+    urls: list[str | tuple[str, str]] = []
+    ids: list[str] = []
     for info in studio.gallery.list(viewer.user_id)[:SHOWN]:
         try:
             picture = studio.gallery.open(viewer.user_id, info.id, key)
-        except PrivacyError:
+        except GalleryError as err:
+            if err.code not in _UNOPENED:
+                continue  # deleted meanwhile
+            urls.append((placeholder(), text(_UNOPENED[err.code], lang)))
+            ids.append(info.id)
             continue
         urls.append(data_url(picture, f"image/{info.kind}"))
         ids.append(info.id)
