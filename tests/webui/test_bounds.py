@@ -350,3 +350,20 @@ def test_docs_list_every_bound():
         assert row is not None, name
         shown = [f"{n:g}" if isinstance(n, float) else str(n) for n in (low, high)]
         assert f"{shown[0]} – {shown[1]}".replace("-1", "−1") in row.replace("-1", "−1"), name
+
+
+@pytest.mark.parametrize(("strength", "sentence"),
+                         [(2.0, "Strength must be above 0 and at most 1."),
+                          ("half", "Strength must be a number.")])
+def test_gradio_client_strength_past_its_bound_is_one_sentence(ui, personal_server, tmp_path,
+                                                                 strength, sentence):
+    from gradio_client import handle_file
+
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (64, 64), (10, 120, 200)).save(photo)
+    with pytest.raises(AppError) as err:
+        ui.predict(image=handle_file(str(photo)), prompt="x", strength=strength,
+                   num_inference_steps=2, api_name="/img2img")
+    assert sentence in str(err.value) and "upstream" not in str(err.value).lower()
+    assert_alive(personal_server)
+    assert_quiet_log(personal_server)

@@ -7,7 +7,7 @@ import gradio as gr
 from core.engine import MAX_PROMPT_CHARS
 from core.errors import InputError
 from privacy.errors import PrivacyError
-from webui.components import PrivateImage
+from webui.components import PrivateImage, RawSlider
 from webui.studio import Studio
 from webui.ui.common import (
     cancel_button,
@@ -33,7 +33,7 @@ def build(studio: Studio) -> None:
                                 lines=2, max_length=MAX_PROMPT_CHARS, elem_id="img2img-prompt")
             negative = gr.Textbox("", label=label("negative_prompt"), lines=1,
                                   max_length=MAX_PROMPT_CHARS)
-            strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label=label("strength"),
+            strength = RawSlider(0.05, 1.0, value=0.6, step=0.05, label=label("strength"),
                                  elem_id="strength")
             controls = settings_controls(studio, with_size=False)
             with gr.Row():

@@ -14,7 +14,7 @@ from core.engine import MAX_PROMPT_CHARS
 from core.errors import InputError
 from privacy.errors import PrivacyError
 from privacy.scrub import scrub_mask
-from webui.components import PrivateImage, PrivateImageMask
+from webui.components import PrivateImage, PrivateImageMask, RawSlider
 from webui.i18n import error_text, language_of, text
 from webui.run import painted_mask as mask_from_layers
 from webui.studio import Studio
@@ -49,7 +49,7 @@ def build(studio: Studio) -> None:
                                 elem_id="inpaint-prompt")
             negative = gr.Textbox("", label=label("negative_prompt"), lines=1,
                                   max_length=MAX_PROMPT_CHARS)
-            strength = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label=label("strength"))
+            strength = RawSlider(0.05, 1.0, value=0.9, step=0.05, label=label("strength"))
             controls = settings_controls(studio, with_size=False)
             with gr.Row():
                 go = gr.Button(label("generate"), variant="primary", elem_id="inpaint-go")
