@@ -1,10 +1,19 @@
 """Who uploaded which file into Gradio's cache, and taking an upload out of it.
 
 Gradio writes each upload to ``<cache>/<hash>/<original name>`` and ties it to nobody. The
-access guard records the paths that ``/gradio_api/upload`` returns for the logged-in user; a
-handler then :meth:`UploadOwners.take` s the file: ownership is checked, the bytes are read
-once, and the file and its folder are deleted at once, before anything else happens. Uploads
-never submitted are deleted by :meth:`UploadOwners.sweep` after a few minutes.
+access guard sees the paths that ``/gradio_api/upload`` returns and, before the browser even
+gets the answer, :meth:`UploadOwners.hold` s each file for the logged-in user: its bytes are
+read into this process's memory and the file and its folder are deleted. The plaintext of an
+upload thus lies in Gradio's cache (the RAM directory) only for the moment between Gradio
+writing it and the guard deleting it, milliseconds; a ``kill -9`` after that leaves nothing in
+the RAM directory. Gradio needs no file on disk later: a path inside its cache is passed to
+the handler as it is. The guard serves the uploader's own ``/gradio_api/file=`` preview from
+memory (:meth:`UploadOwners.held`).
+
+A handler then :meth:`UploadOwners.take` s the upload: ownership is checked, the bytes are
+handed over once and forgotten. Uploads never submitted are dropped by
+:meth:`UploadOwners.sweep` after a few minutes. At most ``max_held`` bytes are held at once
+(further uploads are refused until some are used or swept).
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from pathlib import Path
 from core.errors import InputError
 
 UNCLAIMED_SECONDS = 10 * 60
+MAX_HELD_BYTES = 1024 * 1024 * 1024
 # What Gradio's mask painter uploads while the person works. It uploads the photo, the painted
 # layer and the composite before a submit and, once the job is done, uploads the same files
 # again; nothing refers to those copies, so they are swept after a short while.
@@ -42,11 +52,14 @@ class UploadOwners:
         *,
         short_lived: re.Pattern[str] = EDITOR_FILES,
         short_seconds: float = EDITOR_SECONDS,
+        max_held: int = MAX_HELD_BYTES,
     ) -> None:
         self.cache_dir = Path(os.path.realpath(cache_dir))
         self.short_lived = short_lived
         self.short_seconds = short_seconds
+        self.max_held = max_held
         self._owners: dict[str, tuple[set[str], float]] = {}
+        self._held: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._clock = clock
 
@@ -68,6 +81,39 @@ class UploadOwners:
             owners.add(owner)
             self._owners[str(real)] = (owners, self._clock())
 
+    def hold(self, path: str, owner: str) -> bool:
+        """Record ``path`` as ``owner``'s upload and move its bytes into memory: the file and
+        its folder are deleted at once. ``False`` (and the file deleted all the same) when it
+        cannot be read or the memory for held uploads is used up."""
+        real = self._normal(path)
+        if real is None:
+            return False
+        try:
+            with open(real, "rb") as handle:
+                data = handle.read(self.max_held + 1)
+        except OSError:
+            return False
+        finally:
+            self.discard(real)
+        key = str(real)
+        with self._lock:
+            held = sum(len(v) for k, v in self._held.items() if k != key)
+            if held + len(data) > self.max_held:
+                return False
+            owners, _ = self._owners.get(key, (set(), 0.0))
+            owners.add(owner)
+            self._owners[key] = (owners, self._clock())
+            self._held[key] = data
+        return True
+
+    def held(self, path: str, owner: str) -> bytes | None:
+        """The bytes of ``owner``'s held upload ``path`` (for the guard's preview), else ``None``."""
+        real = self._normal(path)
+        if real is None or not self.owns(str(real), owner):
+            return None
+        with self._lock:
+            return self._held.get(str(real))
+
     def owns(self, path: str, owner: str) -> bool:
         real = self._normal(path)
         if real is None:
@@ -83,6 +129,10 @@ class UploadOwners:
             raise _gone()
         with self._lock:
             self._owners.pop(str(real), None)
+            data = self._held.pop(str(real), None)
+        if data is not None:
+            self.discard(real)
+            return data[: max_bytes + 1] if max_bytes is not None else data
         try:
             with open(real, "rb") as handle:
                 data = handle.read(max_bytes + 1 if max_bytes is not None else -1)
@@ -105,6 +155,7 @@ class UploadOwners:
             ]
             for path in mine:
                 self._owners.pop(path, None)
+                self._held.pop(path, None)
         for path in mine:
             self.discard(Path(path))
         return len(mine)
@@ -131,6 +182,7 @@ class UploadOwners:
             stale = [p for p, (_, at) in self._owners.items() if now - at > limit(p)]
             for path in stale:
                 self._owners.pop(path, None)
+                self._held.pop(path, None)
             tracked = set(self._owners)
         for path in stale:
             self.discard(Path(path))

@@ -133,11 +133,11 @@ def test_bob_cannot_fetch_or_use_alices_upload(accounts_server):
         "event_data": None, "trigger_id": None})
     assert refused.status_code == 422
     assert "uploaded to this server" in refused.json()["error"]
-    # bob's attempt neither used nor deleted alice's file
-    assert path in files_in(accounts_server.ram_dir / "gradio")
+    # bob's attempt neither used nor deleted alice's upload (held in memory, not in the cache)
+    assert path not in files_in(accounts_server.ram_dir / "gradio")
     result = run_raw(alice, "img2img", data, session_hash="alice-session-1")
     assert result["success"] is True, result
-    assert path not in files_in(accounts_server.ram_dir / "gradio")
+    assert alice.get(f"/gradio_api/file={path}").status_code == 404  # used once, gone
     alice.close()
     bob.close()
 

@@ -5,6 +5,7 @@ guard and Gradio read differently. Each test fails without its fix."""
 from __future__ import annotations
 
 import http.client
+import os
 import time
 from contextlib import closing
 from pathlib import PurePosixPath
@@ -448,3 +449,30 @@ def test_nothing_a_client_sends_reaches_the_log(accounts_server):
     time.sleep(0.5)
     log = (accounts_server.state_dir / "server.log").read_text()
     assert CANARY not in log
+
+
+# -- a kill -9 leaves no upload in the RAM directory ---------------------------------------------
+
+
+def test_an_upload_is_out_of_gradios_cache_before_its_path_is_known(accounts_server):
+    photo = tiny_photo(color=(1, 2, 3))
+    with closing(accounts_server.login("bob")) as bob:
+        path = upload(bob, "kitchen.jpg", photo)
+        on_disk = [p for p in (accounts_server.ram_dir / "gradio").rglob("*") if p.is_file()]
+        assert not any(p.read_bytes() == photo for p in on_disk)
+        assert not os.path.exists(path) and not os.path.exists(os.path.dirname(path))
+        preview = bob.get(f"/gradio_api/file={path}")  # the browser's preview, from memory
+        assert preview.status_code == 200 and preview.content == photo
+        assert preview.headers["content-type"] == "image/jpeg"
+        assert preview.headers["cache-control"] == "no-store"
+        with closing(accounts_server.login("carol")) as carol:
+            assert carol.get(f"/gradio_api/file={path}").status_code == 404
+        index = api_index(bob, "img2img")
+        result = bob.post("/gradio_api/queue/join", json={
+            "data": img2img_data(file_data(path)), "fn_index": index,
+            "session_hash": "bob-held", "event_data": None, "trigger_id": None})
+        assert result.status_code == 200
+        with bob.stream("GET", "/gradio_api/queue/data?session_hash=bob-held") as events:
+            done = next(line for line in events.iter_lines() if "process_completed" in line)
+        assert '"success":true' in done.replace(" ", "")
+        assert bob.get(f"/gradio_api/file={path}").status_code == 404  # taken once, forgotten

@@ -107,3 +107,44 @@ def test_serve_command_imports_no_gradio_before_the_ram_dir_is_set():
         "assert 'diffusers' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+# -- held in memory: nothing of an upload stays in the RAM directory ----------------------------
+
+
+def test_a_held_upload_leaves_the_cache_at_once_and_is_taken_once_from_memory(tmp_path):
+    owners = UploadOwners(tmp_path)
+    path = cached(tmp_path)
+    assert owners.hold(str(path), "alice")
+    assert not path.exists() and not path.parent.exists()  # a kill -9 now leaves nothing
+    assert owners.owns(str(path), "alice") and not owners.owns(str(path), "bob")
+    assert owners.held(str(path), "alice") == b"\xff\xd8\xffphoto"
+    assert owners.held(str(path), "bob") is None
+    with pytest.raises(UploadGone):
+        owners.take(str(path), "bob")
+    assert owners.take(str(path), "alice", max_bytes=3) == b"\xff\xd8\xffp"  # one over: too large
+    with pytest.raises(UploadGone):
+        owners.take(str(path), "alice")
+    assert owners.held(str(path), "alice") is None
+
+
+def test_held_uploads_are_swept_and_bounded(tmp_path):
+    import re
+
+    now = [0.0]
+    owners = UploadOwners(tmp_path, clock=lambda: now[0], max_held=10)
+    first = cached(tmp_path / "a", "holiday.jpg", b"12345678")
+    assert owners.hold(str(first), "alice")
+    second = cached(tmp_path / "b", "other.jpg", b"12345678")
+    assert not owners.hold(str(second), "alice")  # over the memory bound: refused ...
+    assert not second.exists()  # ... and not left on disk either
+    now[0] = 601
+    assert owners.sweep(max_age=600) == 1
+    assert owners.held(str(first), "alice") is None
+    layer = cached(tmp_path / "c", "layer_0.png", b"1")
+    assert owners.hold(str(layer), "alice")
+    assert owners.discard_pending("alice", re.compile(r"layer_\d+\.png")) == 1
+    assert owners.held(str(layer), "alice") is None
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.jpg"
+    outside.write_bytes(b"x")
+    assert not owners.hold(str(outside), "alice") and outside.exists()

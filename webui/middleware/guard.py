@@ -18,8 +18,10 @@ guard:
   given exactly once: Starlette would read the last of several, the guard another;
 * binds each Gradio ``session_hash`` to the first user who uses it, and each queued
   ``event_id`` to the user who started it; another user naming them gets 403;
-* records the paths ``/gradio_api/upload`` returns as the uploader's, and serves
-  ``/gradio_api/file=`` only for the uploader's own uploads (outputs never are files);
+* records the paths ``/gradio_api/upload`` returns as the uploader's and, before the answer
+  leaves, moves each file out of Gradio's cache into memory (:meth:`UploadOwners.hold`); serves
+  ``/gradio_api/file=`` only for the uploader's own uploads, from memory (outputs never are
+  files);
 * binds each upload's client-chosen ``upload_id`` to its user, so that only they can follow
   ``/gradio_api/upload_progress`` (which names the file);
 * reads every body it checks (``queue/join``, ``call/*``, ``cancel``, ``reset``) as a JSON
@@ -42,6 +44,7 @@ worker thread); a caller the login throttle holds back gets 429 with ``retry-aft
 from __future__ import annotations
 
 import json
+import mimetypes
 import posixpath
 import re
 import threading
@@ -51,9 +54,10 @@ from collections.abc import Callable, Collection, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import anyio.to_thread
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webui.auth import Gate
@@ -235,6 +239,12 @@ class AccessGuard:
             if not self.uploads.owns(path, user):
                 await _deny(scope, receive, send, 404, "Not found.")
                 return
+            held = self.uploads.held(path, user)
+            if held is not None:  # the upload lives in memory only (webui.uploads)
+                kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
+                await Response(held, media_type=kind, headers={"cache-control": "no-store"})(
+                    scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         if route.startswith("/heartbeat/"):
@@ -405,9 +415,17 @@ class AccessGuard:
                 paths = json.loads(body)
             except ValueError:
                 paths = []
+            held = True
             for path in paths if isinstance(paths, list) else []:
                 if isinstance(path, str):
-                    self.uploads.record(path, user)
+                    # Out of Gradio's cache into memory before anyone learns the path.
+                    held = await anyio.to_thread.run_sync(self.uploads.hold, path, user) and held
+            if not held:
+                refusal = JSONResponse({"error": "Too many uploads are waiting; submit or wait "
+                                        "a few minutes."}, status_code=503)
+                start = {"type": "http.response.start", "status": 503,
+                         "headers": refusal.raw_headers}
+                body = refusal.body
             if start is not None:
                 await send(start)
             await send({"type": "http.response.body", "body": body, "more_body": False})
