@@ -1011,7 +1011,12 @@ class Accounts:
 
     def _record(self, event: str, **fields: str | int) -> None:
         if self._audit is not None:
-            self._audit.record(event, **fields)
+            try:
+                self._audit.record(event, **fields)
+            except StorageError:
+                # Reported by the audit log itself (a log line, its ``lost`` count, and at
+                # start); the account change is already committed and stays consistent.
+                pass
 
 
 class _GuardedConnection(sqlite3.Connection):

@@ -8,12 +8,18 @@ What can be written is an allow-list, not a deny-list: the event name must be on
 :data:`EVENTS`, and every field must be one of :data:`FIELDS` with a value matching its pattern
 (random ids, small numbers, fixed words). A prompt, a username, an IP address, a file name or
 picture data does not fit any pattern, so it is refused before anything is written.
+
+An audit trail that cannot be written is reported, never skipped: :meth:`AuditLog.record`
+raises :class:`~privacy.errors.StorageError` (``audit_unwritable``), logs one line (at most
+once a minute, with the count lost so far and why: disk full, read-only, I/O error) and keeps
+the count in :attr:`AuditLog.lost`; :meth:`AuditLog.problem` tells the server at start.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import re
 import threading
@@ -21,7 +27,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from privacy.errors import PrivacyError
+from privacy.errors import DISK_ERROR, PrivacyError, StorageError, storage_error
+
+log = logging.getLogger("obscura.audit")
 
 DEFAULT_RETENTION_DAYS = 90
 
@@ -119,20 +127,53 @@ class AuditLog:
         self.retention_days = retention_days
         self._clock = clock
         self._lock = threading.Lock()
+        self.lost = 0  # events that could not be written since the start
+        self._reported_at = -1e18
 
     def record(self, event: str, **fields: str | int) -> None:
         """Append one event; refuses (and writes nothing) if a name or value is not allowed."""
         line = self._format(event, fields)
         when = self._now()
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.directory / f"{when:%Y-%m-%d}.jsonl"
         data = json.dumps({"ts": f"{when:%Y-%m-%dT%H:%MZ}", "event": event, **line}) + "\n"
         with self._lock:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, data.encode("utf-8"))
-            finally:
-                os.close(fd)
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    encoded = data.encode("utf-8")
+                    if os.write(fd, encoded) != len(encoded):
+                        raise OSError(28, "short write")  # ENOSPC
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise self._unwritable(exc) from None
+
+    def problem(self) -> str | None:
+        """Why the log cannot be written now (``disk_full``, ``disk_read_only``, ...), or None.
+
+        Opens today's file for appending without writing anything."""
+        path = self.directory / f"{self._now():%Y-%m-%d}.jsonl"
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+        except OSError as exc:
+            return (storage_error(exc) or DISK_ERROR).code
+        return None
+
+    def _unwritable(self, exc: OSError) -> StorageError:
+        cause = (storage_error(exc) or DISK_ERROR).code
+        self.lost += 1
+        now = time.monotonic()
+        if now - self._reported_at >= 60:
+            self._reported_at = now
+            log.error("the audit log cannot be written (%s): %d event(s) lost", cause, self.lost)
+        return StorageError(
+            "audit_unwritable",
+            "The audit log cannot be written ({cause}), so this event was not recorded; free "
+            "space or make the data folder writable.",
+            cause=cause,
+        )
 
     def events(self) -> Iterator[dict[str, str | int]]:
         """Every event still kept, oldest first (for the audit command and tests)."""

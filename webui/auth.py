@@ -150,9 +150,11 @@ class Gate:
                 return JSONResponse({"error": message}, 429, headers)
             except PrivacyError as err:
                 message = error_text(err, lang)
+                # A disk or database fault (full, read-only, damaged) is the server's: 503.
+                status = 503 if err.code in _STORAGE_CODES else 401
                 if from_page:
-                    return html(pages.login_page(lang, error=message), 401)
-                return JSONResponse({"error": message}, 401)
+                    return html(pages.login_page(lang, error=message), status)
+                return JSONResponse({"error": message}, status)
             response: Response
             if from_page:
                 response = RedirectResponse("/", status_code=303)
@@ -204,7 +206,9 @@ class Gate:
                     password,
                 )
             except PrivacyError as err:
-                return html(pages.register_page(lang, error=error_text(err, lang)), 400)
+                status = 429 if isinstance(err, LoginThrottledError) else (
+                    503 if err.code in _STORAGE_CODES else 400)
+                return html(pages.register_page(lang, error=error_text(err, lang)), status)
             return RedirectResponse("/login?registered=1", status_code=303)
 
         return router
@@ -237,6 +241,10 @@ def basic_token_user(accounts: Accounts, username: str, token: str, client: str 
         accounts.throttle.failed(None, client)
         raise PrivacyError("token_invalid", "The API token is not valid; it may have been revoked.")
     return user_id
+
+
+# privacy.errors.StorageError codes: the server's fault, not the person's (login, register).
+_STORAGE_CODES = frozenset({"disk_full", "disk_read_only", "disk_error", "database_damaged"})
 
 
 def _choice(request: Request) -> str | None:

@@ -241,6 +241,12 @@ def prepare(
     ensure_demo_model(settings.models_path)
     studio = open_studio(settings, ram, accounts=accounts, secure_cookie=tls is not None)
     built.append(studio)
+    problem = studio.audit.problem() if studio.audit is not None else None
+    if problem is not None:  # reported, never skipped silently (privacy.auditlog)
+        warnings.append(
+            f"WARNING: the audit log cannot be written ({problem}): its events are lost until "
+            "the data folder has space and is writable again."
+        )
     return studio, tls, warnings
 
 
