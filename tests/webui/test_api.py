@@ -607,12 +607,11 @@ def test_no_swagger_page_or_schema_is_served(personal: Running):
         assert "cdn.jsdelivr" not in response.text, path
 
 
-def test_failed_tokens_are_throttled_like_logins(team: Running, alice: Member):
+def test_wrong_tokens_never_lock_out_a_good_token_from_the_same_address(team: Running,
+                                                                         alice: Member):
+    # Issue 9.6: six random Bearer tokens used to make every valid token from there 401.
     url = f"{team.url}/sdapi/v1/sd-models"
-    for _ in range(5):
-        assert httpx.get(url, headers={"authorization": "Bearer obs_wrong"}).status_code == 401
-    refused = httpx.get(url, headers=alice.bearer)  # even a good token waits now
-    assert refused.status_code in (401, 429)
-    assert "error" in refused.json()
-    team.clock[0] += 2 * 86400  # a quiet day later the address is forgiven
+    for _ in range(8):
+        wrong = httpx.get(url, headers={"authorization": "Bearer obs_wrong"})
+        assert wrong.status_code == 401 and "error" in wrong.json()
     assert httpx.get(url, headers=alice.bearer).status_code == 200
