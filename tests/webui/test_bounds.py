@@ -173,8 +173,11 @@ def test_non_finite_numbers_anywhere_in_the_body_are_a_422(personal_server, lite
      b'{"alwayson_scripts": {"x": {"args": ' + b"[" * 900 + b"]" * 900 + b"}}}"],
 )
 def test_deeply_nested_bodies_are_a_422(personal_server, content):
+    field = next((name for name in ("override_settings", "alwayson_scripts")
+                  if name.encode() in content), None)
     for endpoint in ("txt2img", "img2img", "options"):
-        assert_refused(post(personal_server, endpoint, content=content), code="nested_too_deeply")
+        assert_refused(post(personal_server, endpoint, content=content), code="nested_too_deeply",
+                       field=field)
     assert_alive(personal_server)
     assert_quiet_log(personal_server)
 

@@ -67,11 +67,12 @@ def caller(request: Request) -> Viewer:
 MAX_JSON_DEPTH = 32  # objects and lists inside each other; AUTOMATIC1111 bodies need ~6
 
 
-def too_deep() -> ApiError:
+def too_deep(where: str | None = None) -> ApiError:
+    field = _known(where)
+    what = f"{field}: nested" if field else "The request body is nested"
     return ApiError(
         422, "nested_too_deeply",
-        f"The request body is nested too deeply; at most {MAX_JSON_DEPTH} levels of objects "
-        "and lists.",
+        f"{what} too deeply; at most {MAX_JSON_DEPTH} levels of objects and lists.", field,
     )
 
 
@@ -90,11 +91,16 @@ def _no_constant(text: str) -> Any:
     raise _NotFinite  # NaN, Infinity, -Infinity: Python's json takes them, JSON does not
 
 
-def _not_text(where: str | None) -> ApiError:
+def _known(where: str | None) -> str | None:
+    """``where`` when it is a field of the API's bodies: never echo a key the client made up."""
     from webui.api.schemas import Img2ImgRequest, Txt2ImgRequest
 
     known = where in Txt2ImgRequest.model_fields or where in Img2ImgRequest.model_fields
-    field = where if known else None  # never echo a key the client made up
+    return where if known else None
+
+
+def _not_text(where: str | None) -> ApiError:
+    field = _known(where)
     if field in ("prompt", "negative_prompt"):
         return ApiError(422, "prompt_not_text", f"{field}: The prompt contains characters that "
                         "are not valid text.", field)
@@ -118,7 +124,7 @@ def check_tree(data: Any) -> None:
                     raise _not_text(where) from None
         elif isinstance(value, dict):
             if depth > MAX_JSON_DEPTH:
-                raise too_deep()
+                raise too_deep(where)
             for key, item in value.items():
                 name = where if where is not None else key
                 stack.append((key, depth, name))
@@ -126,7 +132,7 @@ def check_tree(data: Any) -> None:
                     stack.append((item, depth + 1, name))
         elif isinstance(value, list):
             if depth > MAX_JSON_DEPTH:
-                raise too_deep()
+                raise too_deep(where)
             stack.extend((item, depth + 1, where) for item in value
                          if isinstance(item, str | dict | list))
 
