@@ -206,3 +206,19 @@ def test_twenty_wrong_passwords_are_throttled(accounts_server):
     assert statuses[:5] == [401] * 5
     assert statuses.count(429) >= 10
     assert statuses[-1] == 429
+
+
+def test_a_stranger_guessing_cannot_lock_the_owner_out_from_another_address(accounts_server):
+    # Issue 9.6: six wrong passwords for an account from one address made the owner's correct
+    # login from another address answer 429 (and 100 locked the account for a day).
+    import httpx
+
+    with accounts_server.client() as stranger:
+        statuses = [stranger.post("/login", data={"username": "bob", "password": f"guess-{n}"})
+                    .status_code for n in range(8)]
+    assert statuses[:5] == [401] * 5 and statuses[-1] == 429
+    elsewhere = httpx.Client(base_url=accounts_server.url, timeout=60,
+                             transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+    with elsewhere:
+        response = elsewhere.post("/login", data={"username": "bob", "password": PASSWORD})
+    assert response.status_code == 200, response.text
