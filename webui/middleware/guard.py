@@ -340,8 +340,8 @@ class AccessGuard:
             await _deny(scope, receive, send, 422, "There is no such function.")
             return
         if self._foreign_file(data, user):
-            message = text("file_not_uploaded", language_of(Request(scope)))
-            await _deny(scope, receive, send, 422, message)
+            sentence = text("file_not_uploaded", language_of(Request(scope)))
+            await _deny(scope, receive, send, 422, sentence)
             return
         session, event_id = _ids(data)
         if session is not None and not self.sessions.claim(session, user):
@@ -425,7 +425,7 @@ class AccessGuard:
                                         "a few minutes."}, status_code=503)
                 start = {"type": "http.response.start", "status": 503,
                          "headers": refusal.raw_headers}
-                body = refusal.body
+                body = bytes(refusal.body)
             if start is not None:
                 await send(start)
             await send({"type": "http.response.body", "body": body, "more_body": False})

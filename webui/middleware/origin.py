@@ -94,7 +94,7 @@ def _allowed(scope: Scope, headers: Headers) -> bool:
     origin = headers.get("origin")
     fetch_site = headers.get("sec-fetch-site")
     if origin is not None:
-        scheme = scope.get("scheme", "http")
+        scheme = str(scope.get("scheme", "http"))
         http_scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
         vouched = origin == "null" and fetch_site == "same-origin"
         if not (vouched or is_same_origin(origin, headers.get("host", ""), http_scheme)):
