@@ -39,6 +39,18 @@ LOAD_FAILED = (
 )
 
 
+MISSING = (
+    "The model's files were removed from the models folder while the server was running; put "
+    "them back or choose another model (nothing else was lost)."
+)
+
+
+def require_present(info: ModelInfo) -> None:
+    """A model deleted while serving is one sentence (``model_missing``), not a traceback."""
+    if not info.path.exists():
+        raise ModelError("model_missing", MISSING)
+
+
 def _family(info: ModelInfo) -> str:
     return "sdxl" if info.arch == "sdxl" else "sd"
 
@@ -54,6 +66,7 @@ def estimate_bytes(info: ModelInfo, dtype: torch.dtype) -> int:
 
     from core.registry import read_safetensors_header
 
+    require_present(info)
     files = [info.path] if info.path.is_file() else list(info.path.rglob("*.safetensors"))
     count = 0
     for file in files:
@@ -75,6 +88,7 @@ def _quiet_libraries() -> None:
 def load_base_pipeline(info: ModelInfo, dtype: torch.dtype) -> Any:
     import diffusers
 
+    require_present(info)
     _quiet_libraries()
 
     family = _family(info)
