@@ -2,6 +2,9 @@
 
 Temp file in the same folder (mode 0600) -> write -> fsync -> rename over the target -> fsync the
 folder, so the rename itself survives a power cut.
+
+A disk fault while writing (full, read-only, I/O error, a folder that is not one) is a
+:class:`privacy.errors.StorageError` with one sentence; the old state is kept.
 """
 
 from __future__ import annotations
@@ -10,11 +13,25 @@ import os
 import secrets
 from pathlib import Path
 
+from privacy.errors import DISK_ERROR, StorageError, storage_error
+
 TEMP_PREFIX = ".tmp-"
+
+
+def _storage_fault(exc: OSError) -> StorageError:
+    found = storage_error(exc) or DISK_ERROR
+    return StorageError(found.code, found.message)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Put ``data`` at ``path`` in one step, readable by this user only."""
+    try:
+        _write_atomically(path, data)
+    except OSError as exc:
+        raise _storage_fault(exc) from None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
     temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
@@ -50,5 +67,8 @@ def fsync_folder(folder: Path) -> None:
 
 def make_private_folder(folder: Path) -> None:
     """Create ``folder`` (and parents) and make it readable by this user only."""
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(folder, 0o700)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(folder, 0o700)
+    except OSError as exc:
+        raise _storage_fault(exc) from None

@@ -116,3 +116,19 @@ def test_register_cannot_test_usernames_without_limit(tmp_path: Path) -> None:
     assert outcomes == ["username_taken"] * 5 + ["register_throttled"]
     with pytest.raises(InviteError):  # another (unknown) code is refused, not throttled away
         store.register_with_invite("not-a-code", "carol", "correct horse")
+
+
+def test_a_gallery_that_cannot_be_written_is_one_sentence_and_keeps_the_old_pictures(
+    tmp_path: Path,
+) -> None:
+    from privacy.gallery import Gallery
+    from privacy.sealing import generate_owner_keypair
+
+    private, public = generate_owner_keypair()
+    gallery = Gallery(tmp_path / "gallery")
+    kept = gallery.store("u_alice", public, b"kept")
+    (tmp_path / "gallery" / "u_bob").write_text("not a folder")  # the disk answers ENOTDIR/EEXIST
+    with pytest.raises(StorageError) as caught:
+        gallery.store("u_bob", public, b"new")
+    assert caught.value.code == "disk_error"
+    assert gallery.open("u_alice", kept, private) == b"kept"
