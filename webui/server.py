@@ -26,6 +26,7 @@ from starlette.types import ASGIApp
 from core.errors import InputError
 from core.registry import ensure_demo_model
 from privacy.accounts import AccountError, Accounts, ensure_intact
+from privacy.errors import PrivacyError
 from webui import downloads
 from webui.api import build_api_router
 from webui.config import Settings, is_loopback
@@ -221,7 +222,11 @@ def prepare(
         studio = built[0] if built else None
         if studio is None or studio.gallery is None or studio.accounts is None:
             return
-        if studio.accounts.settings(user_id).retention_days == 0:
+        try:
+            session_only = studio.accounts.settings(user_id).retention_days == 0
+        except PrivacyError:
+            return  # gone or unreadable: the sweep decides, and only a missing row deletes
+        if session_only:
             studio.gallery.purge_owner(user_id)
 
     account_options.setdefault("on_session_end", purge_if_session_only)
