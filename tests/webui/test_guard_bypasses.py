@@ -476,3 +476,15 @@ def test_an_upload_is_out_of_gradios_cache_before_its_path_is_known(accounts_ser
             done = next(line for line in events.iter_lines() if "process_completed" in line)
         assert '"success":true' in done.replace(" ", "")
         assert bob.get(f"/gradio_api/file={path}").status_code == 404  # taken once, forgotten
+
+
+def test_gradio_client_logged_in_with_a_password_still_sends_photos(accounts_server, tmp_path):
+    from gradio_client import handle_file
+
+    photo = tmp_path / "balcony.jpg"
+    photo.write_bytes(tiny_photo())
+    client = Client(accounts_server.url + "/", auth=("bob", PASSWORD), verbose=False)
+    small = {k: v for k, v in SMALL.items() if k not in ("width", "height")}
+    pictures, *_ = client.predict(image=handle_file(str(photo)), prompt="x", strength=0.5,
+                                  width=0, height=0, api_name="/img2img", **small)
+    assert pictures[0]["image"]["url"].startswith("data:image/png")
