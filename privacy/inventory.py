@@ -162,14 +162,14 @@ STORES: tuple[Store, ...] = (
     Store(
         name="RAM directory",
         holds="Gradio's upload cache (the upload as sent, with the original file name in its "
-        "path, for the moment between its arrival and the handler reading it) and TMPDIR "
-        "(large request bodies).",
+        "path, for the moment between Gradio writing it and the access guard moving it into "
+        "memory, before the upload request is answered) and TMPDIR (large request bodies).",
         where="`$OBSCURA_RAM_DIR`, else `$XDG_RUNTIME_DIR/obscura`, else "
         "`/dev/shm/obscura-<uid>`; one `<pid>/` folder per server process (tmpfs, mode 0700)",
         encryption="none; memory only, never on a persistent disk",
-        retention="the handler deletes each upload (file and folder) as soon as it has read "
-        "it; an upload never submitted is deleted after 10 minutes, the mask painter's "
-        "re-uploads after 2; the folder is wiped at exit and folders of dead processes at start",
+        retention="the access guard deletes each upload (file and folder) as soon as Gradio "
+        "wrote it, milliseconds; the folder is wiped at exit and folders of dead processes at "
+        "start",
         readers="the server process",
         medium="memory",
     ),
@@ -179,11 +179,14 @@ STORES: tuple[Store, ...] = (
         "throttle's counters under a daily HMAC key (no raw username or IP); each API caller's "
         "chosen model name, by pseudonymous id (until restart); which upload path, Gradio "
         "session and job belong to which pseudonymous id (never written); finished jobs' "
-        "results for up to 10 minutes unless fetched.",
+        "results for up to 10 minutes unless fetched; uploads not yet taken by their job (the "
+        "bytes as sent, at most 1 GiB in all).",
         where="server process memory only",
         encryption="not applicable; never written to disk",
         retention="spool keys until the job ends; private keys until logout or session expiry; "
-        "throttle until a day passes; a restart forgets all",
+        "throttle until a day passes; uploads until their job takes them, or 10 minutes unused "
+        "(the mask painter's re-uploads 2); ownership of sessions and jobs a week after last "
+        "use; a restart forgets all",
         readers="the server process",
         medium="memory",
     ),
