@@ -173,13 +173,27 @@ def test_non_finite_numbers_anywhere_in_the_body_are_a_422(personal_server, lite
      b'{"alwayson_scripts": {"x": {"args": ' + b"[" * 900 + b"]" * 900 + b"}}}"],
 )
 def test_deeply_nested_bodies_are_a_422(personal_server, content):
-    field = next((name for name in ("override_settings", "alwayson_scripts")
-                  if name.encode() in content), None)
     for endpoint in ("txt2img", "img2img", "options"):
-        assert_refused(post(personal_server, endpoint, content=content), code="nested_too_deeply",
-                       field=field)
+        assert_refused(post(personal_server, endpoint, content=content), code="nested_too_deeply")
     assert_alive(personal_server)
     assert_quiet_log(personal_server)
+
+
+def test_the_depth_is_counted_outside_strings_and_exactly():
+    from webui.api.endpoint import nested_too_deeply
+
+    def nest(levels: int) -> bytes:
+        return b'{"a": ' * (levels - 1) + b"[1]" + b"}" * (levels - 1)
+
+    assert not nested_too_deeply(nest(MAX_JSON_DEPTH))
+    assert nested_too_deeply(nest(MAX_JSON_DEPTH + 1))
+    # Brackets inside strings, escaped quotes and backslashes do not count.
+    assert not nested_too_deeply(b'{"a": "' + b"[" * 100 + rb'", "b": "\\", "c": "\\\"[["}')
+    assert nested_too_deeply(rb'{"a": "\\", "b": ' + b"[" * 40 + b"]" * 40 + b"}")
+    # Alternating objects and lists count one level each.
+    half = MAX_JSON_DEPTH // 2
+    assert nested_too_deeply(b'{"a": [' * half + b'{"z": 1}' + b"]}" * half)
+    assert not nested_too_deeply(b'{"a": [' * half + b"1" + b"]}" * half)
 
 
 def test_ordinary_extension_nesting_is_accepted(personal_server):
