@@ -248,3 +248,34 @@ def test_a_throttled_caller_gets_429_with_retry_after_from_the_guard(tmp_path):
     assert response.status_code == 429
     assert response.headers["retry-after"] == "42"
     assert response.json() == {"error": "Too many attempts; wait."}
+
+
+def test_an_upload_past_the_memory_bound_is_refused_and_not_left_in_the_cache(tmp_path):
+    from starlette.responses import JSONResponse
+
+    from webui.auth import Gate
+    from webui.middleware.guard import AccessGuard
+    from webui.middleware.identity import IdentityMiddleware
+    from webui.uploads import UploadOwners
+
+    written = []
+
+    async def gradio_upload(request):  # what Gradio's /gradio_api/upload does
+        data = await request.body()
+        folder = tmp_path / f"h{len(written)}"
+        folder.mkdir()
+        (folder / "photo.jpg").write_bytes(data)
+        written.append(folder / "photo.jpg")
+        return JSONResponse([str(folder / "photo.jpg")])
+
+    gate = Gate(None)
+    uploads = UploadOwners(tmp_path, max_held=10)
+    app = Starlette(routes=[Route("/gradio_api/upload", gradio_upload, methods=["POST"])])
+    client = TestClient(IdentityMiddleware(AccessGuard(app, gate=gate, uploads=uploads), gate=gate))
+    first = client.post("/gradio_api/upload", content=b"12345678")
+    assert first.status_code == 200 and not written[0].exists()
+    assert uploads.held(first.json()[0], "personal") == b"12345678"
+    second = client.post("/gradio_api/upload", content=b"12345678")
+    assert second.status_code == 503
+    assert second.json()["error"].startswith("Too many uploads are waiting")
+    assert not written[1].exists() and not written[1].parent.exists()

@@ -31,8 +31,9 @@ guard:
   Gradio's cache: a ``path`` or ``url`` that is a link (Gradio would download it, DNS look-up
   included), another user's upload or any other local file. ``url`` may also be a ``data:``
   URL (what the UI sends back of a picture it was shown);
-* keeps its ownership maps by age (a week since last use), never by pressure: past the size
-  limit a new session is refused (503), and one user's many sessions push out only their own;
+* keeps its ownership maps by age (sessions a week since last use, event ids a day, upload ids
+  an hour), never by pressure: past the size limit a new one is refused (503), and one user's
+  many sessions push out only their own;
 * closes ``/gradio_api/component_server``: the only server function of the UI's components is
   the mask painter's ``accept_blobs``, whose blobs were keyed by a client-chosen id, tied to no
   user and never swept. Without it the painter uploads its layers like any other file.
@@ -181,8 +182,9 @@ class AccessGuard:
         self.gate = gate
         self.uploads = uploads
         self.sessions = sessions or Ownership()
-        self.events = events or Ownership()
-        self.upload_ids = Ownership()
+        # An event id matters while its job runs and its results wait (minutes): a day is ample.
+        self.events = events or Ownership(max_age=86400)
+        self.upload_ids = Ownership(max_age=3600)  # an upload's progress: while it is sent
         self.joined = Ownership()  # sessions that queued an event (queue/data has a stream)
         self.functions = functions  # Gradio's event ids (fn_index) that exist
         self.api_names = api_names  # and their names (for /gradio_api/call/NAME)
@@ -292,7 +294,7 @@ class AccessGuard:
             await self.app(scope, receive, send)
             return
         if route.rstrip("/") == "/upload" and scope["method"] == "POST":
-            await self.app(scope, receive, self._record_uploads(send, user))
+            await self.app(scope, receive, self._record_uploads(scope, send, user))
             return
         if route.startswith("/call/") and route.split("/")[2] not in self.api_names():
             await _deny(scope, receive, send, 404, "Not found.")  # Gradio: 500, traceback
@@ -398,7 +400,7 @@ class AccessGuard:
 
         return capture
 
-    def _record_uploads(self, send: Send, user: str) -> Send:
+    def _record_uploads(self, scope: Scope, send: Send, user: str) -> Send:
         chunks: list[bytes] = []
         start: Message | None = None
 
@@ -421,8 +423,8 @@ class AccessGuard:
                     # Out of Gradio's cache into memory before anyone learns the path.
                     held = await anyio.to_thread.run_sync(self.uploads.hold, path, user) and held
             if not held:
-                refusal = JSONResponse({"error": "Too many uploads are waiting; submit or wait "
-                                        "a few minutes."}, status_code=503)
+                sentence = text("uploads_waiting_full", language_of(Request(scope)))
+                refusal = JSONResponse({"error": sentence}, status_code=503)
                 start = {"type": "http.response.start", "status": 503,
                          "headers": refusal.raw_headers}
                 body = bytes(refusal.body)
