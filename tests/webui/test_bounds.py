@@ -350,6 +350,17 @@ def test_raw_queue_join_with_nan_or_text_is_one_translated_sentence(personal_ser
     assert_quiet_log(personal_server)
 
 
+def test_raw_queue_join_with_a_lone_surrogate_prompt_is_one_sentence(personal_server):
+    for data in (["a fox \ud800", "", "", "", "", 2, 5.0, 64, 64, 7, 1],
+                 ["a fox", "\udfff", "", "", "", 2, 5.0, 64, 64, 7, 1]):
+        message = raw_join(personal_server, "txt2img", data, session_hash="boundsraw3")
+        assert not message["success"]
+        assert message["output"]["error"] == ("The prompt contains characters that are not "
+                                              "valid text.")
+    assert_alive(personal_server)
+    assert_quiet_log(personal_server)
+
+
 def test_gradio_client_batch_zero_means_the_default(ui):
     pictures, *_ = ui.predict(prompt="x", width=64, height=64, num_inference_steps=1,
                               batch_size=0, api_name="/txt2img")
