@@ -17,7 +17,8 @@ footer {display:none !important}
 
 
 def header_links(personal: bool) -> None:
-    """Plain links (buttons that navigate): gr.HTML would need 'unsafe-eval' in the CSP."""
+    """Plain links (buttons that navigate): gr.HTML would need 'unsafe-eval' in the CSP.
+    "Log out" opens ``GET /logout``, which changes nothing and shows the button that POSTs."""
     with gr.Row(elem_id="obscura-nav"):
         for code, name in LANGUAGES.items():
             gr.Button(name, link=f"/?lang={code}", size="sm", elem_id=f"lang-{code}",
