@@ -12,8 +12,9 @@ memory (:meth:`UploadOwners.held`).
 
 A handler then :meth:`UploadOwners.take` s the upload: ownership is checked, the bytes are
 handed over once and forgotten. Uploads never submitted are dropped by
-:meth:`UploadOwners.sweep` after a few minutes. At most ``max_held`` bytes are held at once
-(further uploads are refused until some are used or swept).
+:meth:`UploadOwners.sweep` after a few minutes. At most ``max_held`` bytes are held at once,
+``max_held_per_owner`` for one user (further uploads are refused until some are used or swept),
+so one person cannot stop everyone else's uploads.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from core.errors import InputError
 
 UNCLAIMED_SECONDS = 10 * 60
 MAX_HELD_BYTES = 1024 * 1024 * 1024
+MAX_HELD_PER_OWNER = 256 * 1024 * 1024
 # What Gradio's mask painter uploads while the person works. It uploads the photo, the painted
 # layer and the composite before a submit and, once the job is done, uploads the same files
 # again; nothing refers to those copies, so they are swept after a short while.
@@ -53,11 +55,13 @@ class UploadOwners:
         short_lived: re.Pattern[str] = EDITOR_FILES,
         short_seconds: float = EDITOR_SECONDS,
         max_held: int = MAX_HELD_BYTES,
+        max_held_per_owner: int = MAX_HELD_PER_OWNER,
     ) -> None:
         self.cache_dir = Path(os.path.realpath(cache_dir))
         self.short_lived = short_lived
         self.short_seconds = short_seconds
         self.max_held = max_held
+        self.max_held_per_owner = max_held_per_owner
         self._owners: dict[str, tuple[set[str], float]] = {}
         self._held: dict[str, bytes] = {}
         self._lock = threading.Lock()
@@ -97,8 +101,10 @@ class UploadOwners:
             self.discard(real)
         key = str(real)
         with self._lock:
-            held = sum(len(v) for k, v in self._held.items() if k != key)
-            if held + len(data) > self.max_held:
+            others = [(k, v) for k, v in self._held.items() if k != key]
+            mine = sum(len(v) for k, v in others if owner in self._owners.get(k, ((), 0))[0])
+            if (sum(len(v) for _, v in others) + len(data) > self.max_held
+                    or mine + len(data) > self.max_held_per_owner):
                 return False
             owners, _ = self._owners.get(key, (set(), 0.0))
             owners.add(owner)

@@ -148,3 +148,10 @@ def test_held_uploads_are_swept_and_bounded(tmp_path):
     outside = tmp_path.parent / f"{tmp_path.name}-outside.jpg"
     outside.write_bytes(b"x")
     assert not owners.hold(str(outside), "alice") and outside.exists()
+
+
+def test_one_user_cannot_use_up_the_memory_for_everyone(tmp_path):
+    owners = UploadOwners(tmp_path, max_held=100, max_held_per_owner=10)
+    assert owners.hold(str(cached(tmp_path / "a", "1.jpg", b"x" * 8)), "mallory")
+    assert not owners.hold(str(cached(tmp_path / "b", "2.jpg", b"x" * 8)), "mallory")
+    assert owners.hold(str(cached(tmp_path / "c", "3.jpg", b"x" * 8)), "alice")
