@@ -65,7 +65,10 @@ class Gate:
             return Viewer(PERSONAL, "admin")
         token = cookies.get(SESSION_COOKIE)
         if token:
-            session = accounts.get_session(token)
+            try:
+                session = accounts.get_session(token)
+            except PrivacyError:  # a damaged database: not logged in; the login page says why
+                session = None
             if session is not None:
                 return Viewer(session.user_id, session.role, session)
         authorization = headers.get("authorization") or ""

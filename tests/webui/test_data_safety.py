@@ -184,3 +184,26 @@ def test_a_fresh_folder_with_an_empty_database_is_still_personal_mode(
         assert built.mode == "personal"
     finally:
         shutdown(built)
+
+
+def test_a_database_damaged_while_serving_is_a_sentence_not_a_traceback(tmp_path: Path) -> None:
+    # Issue 9.9: "a damaged page gives 500s with tracebacks on every call".
+    from webui.auth import Gate
+
+    data = tmp_path / "data"
+    make_accounts(data)
+    store = Accounts.in_data_dir(data, hasher=FAST)
+    session = store.login("alice", PASSWORD)
+    db = data / "obscura.db"
+    pages = bytearray(db.read_bytes())
+    for page in range(1, len(pages) // 4096):
+        pages[page * 4096 : (page + 1) * 4096] = os.urandom(4096)
+    counter = int.from_bytes(pages[24:28], "big") + 1  # tell SQLite the file changed
+    pages[24:28] = counter.to_bytes(4, "big")
+    db.write_bytes(bytes(pages))
+    gate = Gate(store)
+    assert gate.identify({}, {"obscura_session": session.token}) is None
+    with pytest.raises(StorageError) as caught:
+        store.login("alice", PASSWORD)
+    assert caught.value.code == "database_damaged"
+    store.close()
