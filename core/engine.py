@@ -54,6 +54,22 @@ def denoising_strength(steps: int, strength: float) -> float:
 
 
 @dataclass
+class HiresFix:
+    """AUTOMATIC1111's hires fix: paint at the request's size, upscale, then repaint the
+    upscaled picture with ``denoising_strength`` (``enable_hr`` and the ``hr_*`` fields)."""
+
+    scale: float = 2.0  # hr_scale, used when resize_x/resize_y are 0
+    resize_x: int = 0  # hr_resize_x
+    resize_y: int = 0  # hr_resize_y
+    upscaler: str = "Latent"  # hr_upscaler: a latent mode or an upscaler model's name
+    second_pass_steps: int = 0  # hr_second_pass_steps; 0 = the first pass's steps
+    denoising_strength: float = 0.7
+    sampler: str | None = None  # hr_sampler_name; None = the first pass's
+    prompt: str | None = None  # hr_prompt; None = the first pass's
+    negative_prompt: str | None = None  # hr_negative_prompt
+
+
+@dataclass
 class GenerationRequest:
     prompt: str
     negative_prompt: str = ""
@@ -68,6 +84,14 @@ class GenerationRequest:
     seed: int | None = None
     sampler: str | None = None
     model: str | None = None
+    # AUTOMATIC1111's CLIP_stop_at_last_layers: 1 = the text encoder's last layer.
+    clip_skip: int = 1
+    # A VAE of the model library by name; None = the model's own ("Automatic").
+    vae: str | None = None
+    # Run without a LoRA/embedding the prompt names that cannot be used (only when asked).
+    allow_missing_networks: bool = False
+    # AUTOMATIC1111's hires fix (txt2img only); None = off.
+    hires: HiresFix | None = None
 
     @property
     def mode(self) -> str:
