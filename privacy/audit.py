@@ -24,7 +24,7 @@ What it looks for, and why each is a finding:
   reported.
 
 This module only reads: it opens the database read-only and never changes a file. It knows
-nothing of click or Gradio; ``webui/cli_audit.py`` is the command-line wrapper.
+nothing of click or Gradio; ``webui/cli/audit.py`` is the command-line wrapper.
 """
 
 from __future__ import annotations

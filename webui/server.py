@@ -1,6 +1,6 @@
 """The server: a FastAPI app with Obscura's routes and middleware in front of Gradio.
 
-Start-up order matters and is fixed in :mod:`webui.cli_serve`: the privacy environment
+Start-up order matters and is fixed in :mod:`webui.cli.serve`: the privacy environment
 (``core.offline``) and the RAM directory are set before this module imports Gradio.
 
 Request path, outermost first: security headers → allowed Host (DNS rebinding) → same-origin

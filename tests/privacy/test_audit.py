@@ -312,7 +312,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_cli_passes_on_a_clean_data_dir(data_dir: Path, cli_env: Path) -> None:
-    from webui.cli_audit import audit as audit_command
+    from webui.cli.audit import audit as audit_command
 
     result = CliRunner().invoke(audit_command, ["--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
@@ -320,7 +320,7 @@ def test_cli_passes_on_a_clean_data_dir(data_dir: Path, cli_env: Path) -> None:
 
 
 def test_cli_finds_planted_pictures_and_exits_non_zero(data_dir: Path, cli_env: Path) -> None:
-    from webui.cli_audit import audit as audit_command
+    from webui.cli.audit import audit as audit_command
 
     (data_dir / "planted.jpg").write_bytes(picture_bytes("JPEG"))
     (data_dir / "gallery" / OWNER / "planted.png").write_bytes(picture_bytes("PNG"))

@@ -102,7 +102,7 @@ def test_reading_is_capped(tmp_path):
 def test_serve_command_imports_no_gradio_before_the_ram_dir_is_set():
     code = (
         "import sys\n"
-        "import webui.cli, webui.cli_serve, webui.ramdir\n"
+        "import webui.cli, webui.cli.serve, webui.ramdir\n"
         "assert 'gradio' not in sys.modules, 'gradio imported too early'\n"
         "assert 'diffusers' not in sys.modules\n"
     )

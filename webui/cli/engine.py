@@ -9,35 +9,28 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 import click
 
 from core.errors import InputError
 from privacy.errors import PrivacyError
+from webui.cli.options import Command, data_dir_option, load, models_dir_option
+from webui.config import Settings
 
-FORMATS = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
-
-
-def _settings(data_dir: Path | None, models_dir: Path | None):  # -> Settings
-    from webui.config import load_settings
-
-    try:
-        return load_settings({"data_dir": data_dir, "models_dir": models_dir})
-    except InputError as err:
-        raise click.ClickException(str(err)) from None
+FORMATS: dict[str, Literal["png", "webp", "jpeg"]] = {
+    ".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg",
+}
 
 
-def data_dir_option(func):  # type: ignore[no-untyped-def]
-    func = click.option(
-        "--models-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Folder of local models (default: <data-dir>/models).",
-    )(func)
-    return click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Obscura's data folder (default: $OBSCURA_DATA_DIR or ~/.local/share/obscura).",
-    )(func)
+def _settings(data_dir: Path | None, models_dir: Path | None) -> Settings:
+    settings: Settings = load({"data_dir": data_dir, "models_dir": models_dir})
+    return settings
+
+
+def folders_option(func: Command) -> Command:
+    """``--models-dir`` and ``--data-dir`` (engine commands take both)."""
+    return data_dir_option(models_dir_option(func))
 
 
 def _read_upload(path: Path, *, mask: bool):  # -> PIL.Image.Image
@@ -137,7 +130,7 @@ def _read_upload(path: Path, *, mask: bool):  # -> PIL.Image.Image
     default=None,
     help="auto, none, model-offload or sequential-offload (default: auto).",
 )
-@data_dir_option
+@folders_option
 def generate(
     prompt: str,
     negative_prompt: str,
@@ -228,7 +221,7 @@ def generate(
         )
         data = encode_picture(
             picture, fmt, photo_based=result.mode != "txt2img", parameters=parameters
-        )  # type: ignore[arg-type]
+        )
         target.write_bytes(data)
         click.echo(
             f"{target}  (seed {result.seeds[index]}, {result.width}x{result.height}, {result.sampler}, {result.model})"
@@ -249,7 +242,7 @@ def generate(
     is_flag=True,
     help="Do nothing when the models folder already holds a usable model.",
 )
-@data_dir_option
+@folders_option
 def demo_model(
     folder: Path | None, arch: str, if_missing: bool, data_dir: Path | None, models_dir: Path | None
 ) -> None:
@@ -277,7 +270,7 @@ def demo_model(
 
 @click.command("models")
 @click.option("--samplers", "show_samplers", is_flag=True, help="List the sampler names instead.")
-@data_dir_option
+@folders_option
 def models(show_samplers: bool, data_dir: Path | None, models_dir: Path | None) -> None:
     """List the models in the models folder, and the files refused with the reason."""
     from core.registry import ModelRegistry

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -21,24 +20,7 @@ from privacy.accounts import Accounts, check_username, ensure_intact
 from privacy.errors import PrivacyError
 from privacy.gallery import Gallery
 from privacy.passwords import check_policy
-from webui.config import load_settings
-
-
-def _data_dir_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--data-dir",
-        type=click.Path(path_type=Path, file_okay=False),
-        default=None,
-        help="Obscura's data directory (default: from obscura.toml / OBSCURA_DATA_DIR).",
-    )(command)
-
-
-def _password_stdin_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--password-stdin",
-        is_flag=True,
-        help="Read the password from the first line of standard input instead of a prompt.",
-    )(command)
+from webui.cli.options import data_dir_option, load, password_stdin_option
 
 
 @contextmanager
@@ -49,7 +31,7 @@ def _accounts(data_dir: Path | None) -> Iterator[tuple[Accounts, Path]]:
     (``ensure_intact``), so no command quietly starts a new, empty database over it.
     """
     try:
-        settings = load_settings({"data_dir": data_dir})
+        settings = load({"data_dir": data_dir})
         root = settings.data_dir
         ensure_intact(root)
         accounts = Accounts.in_data_dir(root, default_retention_days=settings.retention_days)
@@ -91,8 +73,8 @@ def user() -> None:
 @user.command("add")
 @click.argument("name")
 @click.option("--admin", is_flag=True, help="Make an administrator (default: a member).")
-@_password_stdin_option
-@_data_dir_option
+@password_stdin_option
+@data_dir_option
 def user_add(name: str, admin: bool, password_stdin: bool, data_dir: Path | None) -> None:
     """Create the account NAME with a fresh gallery key (asks for the password twice)."""
     with _accounts(data_dir) as (accounts, _):
@@ -105,7 +87,7 @@ def user_add(name: str, admin: bool, password_stdin: bool, data_dir: Path | None
 
 
 @user.command("list")
-@_data_dir_option
+@data_dir_option
 def user_list(data_dir: Path | None) -> None:
     """List every account: username, role, day created and pseudonymous id."""
     with _accounts(data_dir) as (accounts, _):
@@ -122,7 +104,7 @@ def user_list(data_dir: Path | None) -> None:
 @user.command("delete")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@_data_dir_option
+@data_dir_option
 def user_delete(name: str, yes: bool, data_dir: Path | None) -> None:
     """Delete the account NAME and every picture in its gallery. This cannot be undone.
 
@@ -148,8 +130,8 @@ def user_delete(name: str, yes: bool, data_dir: Path | None) -> None:
     is_flag=True,
     help="Also ask for the current password, so the gallery stays readable.",
 )
-@_password_stdin_option
-@_data_dir_option
+@password_stdin_option
+@data_dir_option
 def user_passwd(name: str, keep_gallery: bool, password_stdin: bool, data_dir: Path | None) -> None:
     """Set a new password for NAME; ends the account's API tokens and lifts its login back-off.
 
@@ -201,7 +183,7 @@ def invite() -> None:
     show_default=True,
     help="How long the code works.",
 )
-@_data_dir_option
+@data_dir_option
 def invite_create(admin: bool, ttl_hours: int, data_dir: Path | None) -> None:
     """Make a one-time invite code and print it (once: only its hash is kept)."""
     with _accounts(data_dir) as (accounts, _):
@@ -226,7 +208,7 @@ def token() -> None:
 @token.command("create")
 @click.argument("username")
 @click.option("--name", "token_name", required=True, help="A label, e.g. krita or laptop.")
-@_data_dir_option
+@data_dir_option
 def token_create(username: str, token_name: str, data_dir: Path | None) -> None:
     """Make an API token for USERNAME and print it (once: only its SHA-256 is kept)."""
     with _accounts(data_dir) as (accounts, _):
@@ -243,7 +225,7 @@ def token_create(username: str, token_name: str, data_dir: Path | None) -> None:
 @token.command("revoke")
 @click.argument("username")
 @click.option("--name", "token_name", required=True, help="The token's label.")
-@_data_dir_option
+@data_dir_option
 def token_revoke(username: str, token_name: str, data_dir: Path | None) -> None:
     """Revoke USERNAME's token called --name; it stops working at once."""
     with _accounts(data_dir) as (accounts, _):
@@ -253,7 +235,7 @@ def token_revoke(username: str, token_name: str, data_dir: Path | None) -> None:
 
 @token.command("list")
 @click.argument("username")
-@_data_dir_option
+@data_dir_option
 def token_list(username: str, data_dir: Path | None) -> None:
     """List USERNAME's tokens: name, day made, day last used (never the token itself)."""
     with _accounts(data_dir) as (accounts, _):
@@ -266,8 +248,3 @@ def token_list(username: str, data_dir: Path | None) -> None:
     for t in tokens:
         click.echo(f"{t.name:<{width}}  {t.created_day:<10}  {t.last_used_day or 'never'}")
 
-
-def register(group: click.Group) -> None:
-    """Add ``user``, ``invite`` and ``token`` to the ``obscura`` command."""
-    for command in (user, invite, token):
-        group.add_command(command)

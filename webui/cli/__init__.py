@@ -23,22 +23,22 @@ def main() -> None:
 
 # Subcommands are registered below, one line per module.
 # -- engine (core) --
-from webui.cli_engine import demo_model, generate, models  # noqa: E402
+from webui.cli.engine import demo_model, generate, models  # noqa: E402
 
 main.add_command(generate)
 main.add_command(demo_model)
 main.add_command(models)
 # -- accounts (privacy) --
-from webui.cli_accounts import invite, token, user  # noqa: E402
+from webui.cli.accounts import invite, token, user  # noqa: E402
 
 main.add_command(user)
 main.add_command(invite)
 main.add_command(token)
 # -- audit (privacy) --
-from webui.cli_audit import audit  # noqa: E402
+from webui.cli.audit import audit  # noqa: E402
 
 main.add_command(audit)
 # -- server (webui) --
-from webui.cli_serve import serve  # noqa: E402
+from webui.cli.serve import serve  # noqa: E402
 
 main.add_command(serve)

@@ -10,17 +10,12 @@ import click
 
 from core.offline import PRIVACY_ENV
 from privacy.audit import AuditSettings, default_temp_dirs, run_audit
-from webui.config import load_settings
+from webui.cli.options import data_dir_option, load
 from webui.ramdir import candidate_dirs
 
 
 @click.command("audit")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Data directory to audit (default: the configured one).",
-)
+@data_dir_option
 @click.option(
     "--temp-dir",
     "temp_dirs",
@@ -42,7 +37,7 @@ def audit(data_dir: Path | None, temp_dirs: tuple[Path, ...], as_json: bool) -> 
     Findings in temp folders name the folder, never the file (Gradio names cached uploads
     after the user's file).
     """
-    settings = load_settings({"data_dir": data_dir})
+    settings = load({"data_dir": data_dir})
     audit_settings = AuditSettings(
         host=settings.host,
         tls=settings.tls is not None

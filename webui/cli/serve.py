@@ -14,6 +14,7 @@ import click
 
 from core.errors import InputError
 from privacy.errors import PrivacyError
+from webui.cli.options import data_dir_option, models_dir_option
 
 
 @click.command()
@@ -22,10 +23,8 @@ from privacy.errors import PrivacyError
 @click.option("--host", help="Address to listen on (default 127.0.0.1). Other addresses need "
               "accounts and TLS.")
 @click.option("--port", type=int, help="Port (default 7860).")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Obscura's data folder (default: $OBSCURA_DATA_DIR or ~/.local/share/obscura).")
-@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder of local models (default: <data-dir>/models).")
+@data_dir_option
+@models_dir_option
 @click.option("--tls", type=click.Choice(["auto"]),
               help="'auto': HTTPS with a self-signed certificate made in <data-dir>/tls.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path),
