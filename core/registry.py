@@ -1,12 +1,13 @@
 """The model registry: what models are in the models folder, and which ones are refused.
 
-Two formats are accepted, both local only:
+Two checkpoint formats are accepted, both local only:
 - a diffusers folder (has ``model_index.json``) whose weights are all ``.safetensors``;
 - a single ``.safetensors`` checkpoint, whose architecture is read from its tensor names.
 
 Pickle formats (``.ckpt``, ``.pt``, ``.pth``, ``.bin``, ``.pkl``) are refused and never opened:
 unpickling runs whatever code the file carries. Only the safetensors header (JSON) is read here;
-no weights are loaded until a job needs the model.
+no weights are loaded until a job needs the model. Where checkpoints are looked for (also an
+AUTOMATIC1111 or ComfyUI models folder), and every other kind of model file, is core/library.py.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ log = logging.getLogger("obscura.core")
 
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 CONVERT_HINT = (
-    "convert it to .safetensors on a machine you trust (see docs/models.md) or download the "
+    "convert it with `obscura models convert FILE` (see docs/models.md) or download the "
     ".safetensors version"
 )
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -229,53 +230,51 @@ def detect_diffusers_folder(folder: Path) -> tuple[str, str]:
 
 
 class ModelRegistry:
-    """Scans one models folder; ``models`` are usable, ``refused`` say why the rest are not."""
+    """The checkpoints of one models folder; ``models`` are usable, ``refused`` say why the rest
+    are not. ``library`` holds every other kind of file too (LoRA, embedding, VAE, upscaler).
 
-    def __init__(self, models_dir: Path) -> None:
+    Checkpoints are found in the folder itself (Obscura's flat layout) and in A1111's
+    ``Stable-diffusion/`` and ComfyUI's ``checkpoints/`` and ``diffusers/`` (see core/library.py).
+    """
+
+    def __init__(self, models_dir: Path, embeddings_dir: Path | None = None) -> None:
+        from core.library import ModelLibrary
+
         self.models_dir = Path(models_dir)
         self.models: list[ModelInfo] = []
         self.refused: list[RefusedModel] = []
-        self.scan()
+        self.library = ModelLibrary(self.models_dir, embeddings_dir)
+        self._collect()
 
     def scan(self) -> list[ModelInfo]:
-        models: list[ModelInfo] = []
-        refused: list[RefusedModel] = []
-        entries = sorted(self.models_dir.iterdir()) if self.models_dir.is_dir() else []
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                info = self._inspect(entry)
-            except ModelError as err:
-                refused.append(RefusedModel(entry.name, err.message))
-                log.info("model refused: %s", err.code)
-                continue
-            if info is not None:
-                models.append(info)
+        self.library.scan()
+        return self._collect()
+
+    def _collect(self) -> list[ModelInfo]:
+        models = [
+            ModelInfo(
+                item.name,
+                item.path,
+                item.arch or "sd1",
+                str(item.detail.get("variant", "base")),
+                str(item.detail.get("format", "single-file")),
+                bool(item.detail.get("is_demo", False)),
+            )
+            for item in self.library.items("checkpoint")
+        ]
+        refused = [
+            RefusedModel(self._relative(r.path) if r.path is not None else r.name, r.reason)
+            for r in self.library.refused
+            if r.kind == "checkpoint"
+        ]
         self.models, self.refused = models, refused
         return models
 
-    def _inspect(self, entry: Path) -> ModelInfo | None:
-        from core.demo import DEMO_MARKER
-
-        if entry.is_dir():
-            if not (entry / "model_index.json").is_file():
-                return None
-            arch, variant = detect_diffusers_folder(entry)
-            is_demo = (entry / DEMO_MARKER).is_file()
-            return ModelInfo(entry.name, entry, arch, variant, "diffusers", is_demo)
-        suffix = entry.suffix.lower()
-        if suffix in PICKLE_SUFFIXES:
-            raise ModelError(
-                "pickle_refused",
-                "Pickle checkpoints (.ckpt/.pt/.pth/.bin) can run code when opened, so Obscura "
-                "refuses them; " + CONVERT_HINT + ".",
-            )
-        if suffix != ".safetensors":
-            return None
-        header = read_safetensors_header(entry)
-        arch, variant = detect_checkpoint(header, entry.stem)
-        return ModelInfo(entry.stem, entry, arch, variant, "single-file")
+    def _relative(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.models_dir).as_posix()
+        except ValueError:
+            return path.name
 
     def get(self, name: str) -> ModelInfo:
         for info in self.models:
@@ -304,12 +303,15 @@ class ModelRegistry:
 
 
 def ensure_demo_model(models_dir: Path) -> ModelInfo | None:
-    """Build the tiny demo model when the models folder holds no usable model; None otherwise."""
+    """Build the tiny demo model when the models folder holds no usable model; None otherwise.
+
+    Never in an AUTOMATIC1111 or ComfyUI models folder (one with their sub-folders): those are
+    read-only to Obscura."""
     from core.demo import DEMO_NAME, save_demo_model
 
     registry = ModelRegistry(models_dir)
-    if registry.models:
-        return None
+    if registry.models or registry.library.is_external_layout():
+        return None  # an A1111/ComfyUI folder is only ever read, never written to
     Path(models_dir).mkdir(parents=True, exist_ok=True)
     save_demo_model(Path(models_dir) / DEMO_NAME["sd"], arch="sd")
     registry.scan()

@@ -1,0 +1,608 @@
+"""The model library: every checkpoint, LoRA, embedding, VAE and upscaler in the models folder.
+
+``--models-dir`` may be Obscura's own folder, an AUTOMATIC1111/Forge ``models/`` folder or a
+ComfyUI ``models/`` folder. The library only ever *reads* it: nothing is created, renamed or
+written there (it may be mounted read-only).
+
+Where things are looked for (folder names matched without regard to case):
+
+==========  =====================================  ==========================  ==============
+kind        AUTOMATIC1111 / Forge (``models/``)      ComfyUI (``models/``)        Obscura (flat)
+==========  =====================================  ==========================  ==============
+checkpoint  ``Stable-diffusion/``                    ``checkpoints/``,            the folder
+                                                     ``diffusers/``               itself
+lora        ``Lora/``, ``LyCORIS/``                  ``loras/``                   the folder
+embedding   ``../embeddings/`` (beside ``models/``)  ``embeddings/``              the folder
+vae         ``VAE/``                                 ``vae/``                     the folder
+upscaler    ``ESRGAN/``, ``RealESRGAN/``,            ``upscale_models/``          the folder
+            ``SwinIR/``, ``DAT/``
+==========  =====================================  ==========================  ==============
+
+Sub-folders are searched too (A1111 users sort LoRAs into folders), at most :data:`MAX_DEPTH`
+levels deep and :data:`MAX_ENTRIES` entries in all, so a huge or looping tree cannot stall a scan.
+
+The kind of a file is read from its safetensors **header** (tensor names and shapes; the weights are
+never read here): the folder it sits in is only a hint for headers that fit no known pattern.
+Pickle files (``.ckpt``, ``.pt``, ``.pth``, ``.bin``, ...) are refused unopened, whatever folder
+they are in: unpickling runs whatever code the file carries. ``obscura models convert`` turns
+one into ``.safetensors`` in a separate, network-less process.
+
+Privacy: LoRA and embedding names are written in prompts, so they are private. Nothing here logs a
+name or a path, and :meth:`ModelLibrary.find` never repeats the name it was asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import InputError, ModelError
+from core.registry import (
+    PICKLE_SUFFIXES,
+    detect_checkpoint,
+    detect_diffusers_folder,
+    read_safetensors_header,
+)
+
+log = logging.getLogger("obscura.core")
+
+KINDS = ("checkpoint", "lora", "embedding", "vae", "upscaler")
+KIND_TITLES = {
+    "checkpoint": "checkpoint",
+    "lora": "LoRA",
+    "embedding": "embedding",
+    "vae": "VAE",
+    "upscaler": "upscaler",
+}
+
+# Folder name (lower case) -> the kind of file it holds: A1111/Forge and ComfyUI names.
+KIND_FOLDERS: dict[str, str] = {
+    "stable-diffusion": "checkpoint",  # A1111 / Forge
+    "checkpoints": "checkpoint",  # ComfyUI
+    "diffusers": "checkpoint",  # ComfyUI (diffusers-format folders)
+    "lora": "lora",  # A1111 / Forge
+    "lycoris": "lora",  # A1111 (older LyCORIS extension)
+    "loras": "lora",  # ComfyUI
+    "embeddings": "embedding",  # ComfyUI (A1111 keeps it beside models/)
+    "vae": "vae",  # A1111 "VAE", ComfyUI "vae"
+    "esrgan": "upscaler",  # A1111
+    "realesrgan": "upscaler",  # A1111
+    "swinir": "upscaler",  # A1111
+    "dat": "upscaler",  # A1111
+    "upscale_models": "upscaler",  # ComfyUI
+}
+SAFETENSORS_SUFFIXES = {".safetensors", ".sft"}  # ".sft": ComfyUI's short spelling
+
+MAX_DEPTH = 6  # sub-folder levels searched below a kind folder
+MAX_ENTRIES = 20_000  # files and folders looked at in one scan, all folders together
+
+PICKLE_REASON = (
+    "Pickle files (.ckpt/.pt/.pth/.bin) can run code when opened, so Obscura refuses them "
+    "unopened; convert it with `obscura models convert FILE` (see docs/models.md) or download "
+    "the .safetensors version."
+)
+
+# Text-encoder hidden widths: CLIP ViT-L (SD 1.x, SDXL's first encoder), OpenCLIP ViT-H (SD 2.x).
+_WIDTH_ARCH = {768: "sd1", 1024: "sd2"}
+# The UNet cross-attention context width (the in-features of attn2's to_k): one per architecture.
+_CONTEXT_ARCH = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+_SCALE_IN_NAME = re.compile(r"(?:^|[^a-z0-9])(?:x([1-8])|([1-8])x)(?:[^a-z0-9]|$)", re.I)
+
+
+@dataclass(frozen=True)
+class LibraryItem:
+    kind: str  # "checkpoint" | "lora" | "embedding" | "vae" | "upscaler"
+    name: str  # file stem, as A1111 names it (<lora:NAME:...>)
+    path: Path
+    arch: str | None  # "sd1" | "sd2" | "sdxl" | None when unknown/any
+    detail: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class RefusedItem:
+    kind: str
+    name: str
+    reason: str
+    path: Path | None = None  # for the owner's own listing (`obscura models`); never logged
+
+
+def _not_found(kind: str) -> InputError:
+    # One literal code per kind (the catalogues in webui/messages_*.toml translate them).
+    if kind == "lora":
+        return InputError(
+            "unknown_lora", "A LoRA named in the prompt is not in the models folder's LoRA list."
+        )
+    if kind == "embedding":
+        return InputError(
+            "unknown_embedding", "That embedding is not in the models folder's embedding list."
+        )
+    if kind == "vae":
+        return InputError("unknown_vae", "That VAE is not in the models folder's VAE list.")
+    if kind == "upscaler":
+        return InputError(
+            "unknown_upscaler", "That upscaler is not in the models folder's upscaler list."
+        )
+    return InputError("unknown_checkpoint", "That checkpoint is not in the models folder.")
+
+
+def _refused(kind: str, reason: str) -> InputError:
+    if kind == "lora":
+        return InputError("lora_refused", "A LoRA in the prompt cannot be used: {reason}", reason=reason)
+    if kind == "embedding":
+        return InputError(
+            "embedding_refused", "An embedding in the prompt cannot be used: {reason}", reason=reason
+        )
+    if kind == "vae":
+        return InputError("vae_refused", "That VAE cannot be used: {reason}", reason=reason)
+    if kind == "upscaler":
+        return InputError("upscaler_refused", "That upscaler cannot be used: {reason}", reason=reason)
+    return InputError("model_refused", "That model cannot be used: {reason}", reason=reason)
+
+
+# -- what a header says -------------------------------------------------------------------
+def _tensor_keys(header: dict[str, Any]) -> list[str]:
+    return [key for key in header if key != "__metadata__"]
+
+
+def _shape(header: dict[str, Any], key: str) -> list[int]:
+    entry = header.get(key)
+    if isinstance(entry, dict) and isinstance(entry.get("shape"), list):
+        return [int(n) for n in entry["shape"] if isinstance(n, int)]
+    return []
+
+
+def _metadata(header: dict[str, Any]) -> dict[str, str]:
+    meta = header.get("__metadata__")
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+
+_LORA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_", "lycoris_")
+_LORA_MARKERS = (
+    ".lora_down.",
+    ".lora_up.",
+    ".lora_A.",
+    ".lora_B.",
+    ".lora.down.",
+    ".lora.up.",
+    "_lora.down.",
+    "_lora.up.",
+    ".hada_w1_a",
+    ".lokr_w1",
+)
+_VAE_PREFIXES = ("", "first_stage_model.", "vae.")
+
+
+def _is_lora(keys: list[str]) -> bool:
+    return any(k.startswith(_LORA_PREFIXES) or any(m in k for m in _LORA_MARKERS) for k in keys)
+
+
+def _vae_prefix(keys: list[str]) -> str | None:
+    present = set(keys)
+    for prefix in _VAE_PREFIXES:
+        if f"{prefix}encoder.conv_in.weight" in present and any(
+            k.startswith(f"{prefix}decoder.") for k in keys
+        ):
+            return prefix
+    return None
+
+
+def upscaler_family(keys: list[str]) -> str | None:
+    """The upscaler architecture a state dict's tensor names belong to (spandrel's names)."""
+    present = set(keys)
+
+    def has(*names: str) -> bool:
+        return all(n in present for n in names)
+
+    def starts(prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in keys)
+
+    if has("model.0.weight") and starts("model.1.sub."):
+        return "ESRGAN"  # the original ESRGAN layout (most community 4x_*.pth models)
+    if has("conv_first.weight") and starts("body.0.rdb1."):
+        return "ESRGAN"  # BasicSR's RRDBNet (RealESRGAN_x4plus and friends)
+    if starts("layers.0.residual_group.blocks.0.conv_block."):
+        return "HAT"
+    if starts("layers.0.residual_group.blocks.0.attn.cpb_mlp."):
+        return "Swin2SR"
+    if starts("layers.0.residual_group.blocks.0.") and has("conv_first.weight"):
+        return "SwinIR"
+    if has("conv_first.weight") and starts("before_RG.") and starts("layers.0.blocks.0."):
+        return "DAT"
+    if has("block_1.c1_r.sk.weight") or starts("block_1.c1_r."):
+        return "SPAN"
+    if starts("residual_layer.0.residual_layer.0."):
+        return "OmniSR"
+    if starts("unet1.conv1.conv."):
+        return "RealCUGAN"
+    if has("body.0.weight", "body.1.weight") and not starts("body.0.rdb1."):
+        return "RealESRGAN Compact"  # SRVGGNetCompact (realesr-general-x4v3, animevideo)
+    return None
+
+
+def _upscaler_scale(family: str, header: dict[str, Any], keys: list[str], name: str) -> int | None:
+    if family == "ESRGAN" and "conv_first.weight" in keys:
+        ups = sum(1 for k in keys if re.fullmatch(r"conv_up\d\.weight", k))
+        if ups:
+            return 2**ups
+    if family == "RealESRGAN Compact":
+        bodies = sorted(
+            (int(m.group(1)), k)
+            for k in keys
+            if (m := re.fullmatch(r"body\.(\d+)\.weight", k)) and len(_shape(header, k)) == 4
+        )
+        if bodies:
+            out = _shape(header, bodies[-1][1])[0]
+            for scale in (1, 2, 3, 4, 8):
+                if out == 3 * scale * scale:
+                    return scale
+    match = _SCALE_IN_NAME.search(name)
+    if match:
+        return int(match.group(1) or match.group(2))
+    return None
+
+
+def _single_embedding_tensor(header: dict[str, Any], keys: list[str]) -> str | None:
+    if len(keys) != 1:
+        return None
+    shape = _shape(header, keys[0])
+    if 1 <= len(shape) <= 2 and shape[-1] in _WIDTH_ARCH:
+        return keys[0]
+    return None
+
+
+def detect_kind(header: dict[str, Any], hint: str | None = None) -> str | None:
+    """Which kind of file a safetensors header describes; ``hint`` (its folder's kind) only
+    decides when the tensor names fit no pattern of their own."""
+    keys = _tensor_keys(header)
+    if any(k.startswith("model.diffusion_model.") for k in keys):
+        return "checkpoint"
+    if _is_lora(keys):
+        return "lora"
+    if "emb_params" in keys or any(k.startswith("string_to_param") for k in keys):
+        return "embedding"
+    if "clip_l" in keys and "clip_g" in keys:
+        return "embedding"
+    if _vae_prefix(keys) is not None:
+        return "vae"
+    if upscaler_family(keys) is not None:
+        return "upscaler"
+    if _single_embedding_tensor(header, keys) is not None:
+        return "embedding"
+    if hint == "embedding" and len(keys) == 1:
+        return "embedding"
+    return None
+
+
+# -- architecture and details per kind ------------------------------------------------------
+def _lora_arch(header: dict[str, Any], keys: list[str]) -> str | None:
+    for key in keys:  # the UNet's cross-attention width settles it
+        low = key.lower()
+        if ("attn2_to_k" in low or "attn2.to_k" in low) and (
+            "lora_down.weight" in low or "lora_a.weight" in low or "lora.down.weight" in low
+        ):
+            shape = _shape(header, key)
+            if len(shape) >= 2 and shape[1] in _CONTEXT_ARCH:
+                return _CONTEXT_ARCH[shape[1]]
+    if any(k.startswith(("lora_te2_", "lora_te1_", "text_encoder_2.", "te2.")) for k in keys):
+        return "sdxl"
+    for key in keys:  # a text-encoder-only LoRA: the encoder's width
+        low = key.lower()
+        if low.startswith(("lora_te_", "text_encoder.", "te.")) and (
+            "lora_down.weight" in low or "lora_a.weight" in low or "lora.down.weight" in low
+        ):
+            shape = _shape(header, key)
+            if len(shape) >= 2 and shape[1] in _WIDTH_ARCH:
+                return _WIDTH_ARCH[shape[1]]
+    if any(k.startswith(("lora_unet_input_blocks_", "lora_unet_output_blocks_")) for k in keys):
+        return "sdxl"  # kohya names SDXL's UNet blocks the LDM way, SD 1.x's the diffusers way
+    version = _metadata(header).get("ss_base_model_version", "").lower()
+    if version.startswith("sdxl"):
+        return "sdxl"
+    if version.startswith("sd_v2"):
+        return "sd2"
+    if version.startswith("sd_v1"):
+        return "sd1"
+    return None
+
+
+def _lora_detail(header: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    if any(".hada_w1_a" in k for k in keys):
+        raise ModelError(
+            "lycoris_unsupported",
+            "This is a LoHa LyCORIS file; LoHa/LoKr LyCORIS files cannot be loaded by diffusers.",
+        )
+    if any(".lokr_w1" in k for k in keys):
+        raise ModelError(
+            "lycoris_unsupported",
+            "This is a LoKr LyCORIS file; LoHa/LoKr LyCORIS files cannot be loaded by diffusers.",
+        )
+    downs = [k for k in keys if k.endswith((".lora_down.weight", ".lora_A.weight", ".lora.down.weight"))]
+    rank = None
+    if downs:
+        shape = _shape(header, downs[0])
+        rank = shape[0] if shape else None
+    conv = any(len(_shape(header, k)) == 4 for k in downs)
+    if any(k.startswith(_LORA_PREFIXES) for k in keys):
+        layout = "kohya"
+    elif any(".lora_A." in k for k in keys):
+        layout = "peft"
+    else:
+        layout = "diffusers"
+    return {
+        "layout": layout,
+        "type": "LoCon" if conv else "LoRA",
+        "modules": len(downs),
+        "rank": rank,
+        "text_encoder": any(
+            k.startswith(("lora_te", "text_encoder", "te.", "te1.", "te2.")) for k in keys
+        ),
+    }
+
+
+def _embedding_arch_detail(
+    header: dict[str, Any], keys: list[str]
+) -> tuple[str | None, dict[str, Any]]:
+    if "clip_l" in keys and "clip_g" in keys:
+        shape = _shape(header, "clip_g")
+        return "sdxl", {"vectors": shape[0] if len(shape) == 2 else 1}
+    key = "emb_params" if "emb_params" in keys else None
+    if key is None:
+        params = [k for k in keys if k.startswith("string_to_param")]
+        key = params[0] if params else (keys[0] if len(keys) == 1 else None)
+    shape = _shape(header, key) if key else []
+    if not shape:
+        raise ModelError(
+            "embedding_unreadable",
+            "This embedding's vectors could not be found in the file; see docs/models.md.",
+        )
+    width = shape[-1]
+    vectors = shape[0] if len(shape) == 2 else 1
+    return _WIDTH_ARCH.get(width), {"vectors": vectors, "width": width}
+
+
+def _vae_detail(header: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    prefix = _vae_prefix(keys) or ""
+    latent = _shape(header, f"{prefix}decoder.conv_in.weight")
+    if len(latent) == 4 and latent[1] != 4:
+        raise ModelError(
+            "vae_unsupported",
+            "This VAE is for another kind of model (not 4 latent channels, as SD 1.x, 2.x and "
+            "SDXL use); see docs/models.md.",
+        )
+    layout = "diffusers" if any(k.startswith(f"{prefix}encoder.down_blocks.") for k in keys) else "ldm"
+    return {"layout": layout, "prefix": prefix}
+
+
+# -- the library ----------------------------------------------------------------------------
+class _Budget:
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+        self.exhausted = False
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            self.exhausted = True
+            return False
+        self.left -= 1
+        return True
+
+
+class ModelLibrary:
+    """Scans one models folder (and an embeddings folder) for every kind of model file.
+
+    ``items(kind)`` are usable, ``refused`` say why the rest are not, ``notes`` tell of limits
+    reached. ``scan()`` again to see new files.
+    """
+
+    def __init__(self, models_dir: Path, embeddings_dir: Path | None = None) -> None:
+        self.models_dir = Path(models_dir)
+        self.embeddings_dir = Path(embeddings_dir) if embeddings_dir is not None else None
+        self.refused: list[RefusedItem] = []
+        self.notes: list[str] = []
+        self._items: dict[str, list[LibraryItem]] = {kind: [] for kind in KINDS}
+        self.scan()
+
+    # public API --------------------------------------------------------------------------
+    def items(self, kind: str) -> list[LibraryItem]:
+        return list(self._items.get(kind, []))
+
+    def find(self, kind: str, name: str) -> LibraryItem:
+        for item in self._items.get(kind, []):
+            if item.name == name:
+                return item
+        for refused in self.refused:
+            if refused.kind == kind and refused.name == name:
+                raise _refused(kind, refused.reason)
+        raise _not_found(kind)
+
+    def embedding_dirs(self) -> list[Path]:
+        """Where embeddings are searched besides the models folder's ``embeddings/``."""
+        if self.embeddings_dir is not None:
+            return [self.embeddings_dir]
+        # A1111 keeps embeddings/ beside models/: use it when the models folder is A1111's.
+        sibling = self.models_dir.parent / "embeddings"
+        if self._is_a1111_layout() and sibling.is_dir():
+            return [sibling]
+        return []
+
+    def _folder_names(self) -> set[str]:
+        try:
+            with os.scandir(self.models_dir) as entries:
+                return {entry.name.lower() for entry in entries if entry.is_dir()}
+        except OSError:
+            return set()
+
+    def _is_a1111_layout(self) -> bool:
+        return bool(self._folder_names() & {"stable-diffusion", "lora", "lycoris", "esrgan"})
+
+    def is_external_layout(self) -> bool:
+        """True when the models folder has A1111's or ComfyUI's sub-folders (never written to)."""
+        return bool(self._folder_names() & set(KIND_FOLDERS))
+
+    def scan(self) -> None:
+        self._found: dict[str, list[LibraryItem]] = {kind: [] for kind in KINDS}
+        self._refused: list[RefusedItem] = []
+        self._seen_dirs: set[tuple[int, int]] = set()
+        self._budget = _Budget(MAX_ENTRIES)
+        self._too_deep = False
+        notes: list[str] = []
+        root = self.models_dir
+        if root.is_dir():
+            self._mark_seen(root)
+            for entry in self._entries(root):
+                if entry.is_dir():
+                    kind = KIND_FOLDERS.get(entry.name.lower())
+                    if kind is not None:
+                        self._walk(entry, kind, depth=1)
+                    elif (entry / "model_index.json").is_file():
+                        self._consider_folder(entry, "checkpoint")
+                    # Any other folder belongs to another tool (ControlNet, CLIP, ...): not ours.
+                else:
+                    self._consider_file(entry, None)
+        for folder in self.embedding_dirs():
+            if folder.is_dir():
+                self._walk(folder, "embedding", depth=1)
+        if self._too_deep:
+            notes.append(f"Folders more than {MAX_DEPTH} levels deep were not searched.")
+        if self._budget.exhausted:
+            notes.append(
+                f"The models folder holds more than {MAX_ENTRIES} files and folders; "
+                "the rest were not searched."
+            )
+        self._items = self._found
+        self.refused = self._refused
+        self.notes = notes
+        for kind in KINDS:
+            log.debug("library: %d %s file(s)", len(self._items[kind]), kind)
+
+    # walking ------------------------------------------------------------------------------
+    def _mark_seen(self, folder: Path) -> bool:
+        """False when this folder (reached again through a link) was already searched."""
+        try:
+            stat = folder.stat()
+        except OSError:
+            return False
+        key = (stat.st_dev, stat.st_ino)
+        if key in self._seen_dirs:
+            return False
+        self._seen_dirs.add(key)
+        return True
+
+    def _entries(self, folder: Path) -> list[Path]:
+        try:
+            names = sorted(os.listdir(folder), key=str.lower)
+        except OSError:
+            return []
+        entries = []
+        for name in names:
+            if name.startswith("."):
+                continue
+            if not self._budget.take():
+                break
+            entries.append(folder / name)
+        return entries
+
+    def _walk(self, folder: Path, kind: str, depth: int) -> None:
+        if not self._mark_seen(folder):
+            return
+        for entry in self._entries(folder):
+            if entry.is_dir():
+                if (entry / "model_index.json").is_file():
+                    self._consider_folder(entry, kind)
+                elif depth < MAX_DEPTH:
+                    self._walk(entry, kind, depth + 1)
+                else:
+                    self._too_deep = True
+            elif entry.is_file():
+                self._consider_file(entry, kind)
+
+    def _refuse(self, kind: str, name: str, reason: str, path: Path) -> None:
+        self._refused.append(RefusedItem(kind, name, reason, path))
+
+    def _add(self, item: LibraryItem) -> None:
+        same = [i for i in self._found[item.kind] if i.name == item.name]
+        if same:
+            self._refuse(
+                item.kind,
+                item.name,
+                f"Another {KIND_TITLES[item.kind]} has the same name (file stem), so this one "
+                "cannot be chosen; rename one of them.",
+                item.path,
+            )
+            return
+        self._found[item.kind].append(item)
+
+    def _consider_folder(self, folder: Path, hint: str) -> None:
+        from core.demo import DEMO_MARKER
+
+        try:
+            arch, variant = detect_diffusers_folder(folder)
+        except ModelError as err:
+            self._refuse("checkpoint", folder.name, err.message, folder)
+            log.info("model refused: %s", err.code)
+            return
+        detail = {
+            "variant": variant,
+            "format": "diffusers",
+            "is_demo": (folder / DEMO_MARKER).is_file(),
+        }
+        self._add(LibraryItem("checkpoint", folder.name, folder, arch, detail))
+
+    def _consider_file(self, path: Path, hint: str | None) -> None:
+        suffix = path.suffix.lower()
+        name = self._item_name(path)
+        if suffix in PICKLE_SUFFIXES:
+            self._refuse(hint or "checkpoint", name, PICKLE_REASON, path)
+            log.info("model refused: pickle_refused")
+            return
+        if suffix not in SAFETENSORS_SUFFIXES:
+            return  # previews, notes, .yaml configs, civitai.info: not model files
+        try:
+            header = read_safetensors_header(path)
+            kind = detect_kind(header, hint)
+            if kind is None:
+                if hint in (None, "checkpoint"):
+                    detect_checkpoint(header, name)  # raises its own "no UNet found" sentence
+                raise ModelError(
+                    "not_a_model_file",
+                    f"This file is not a {KIND_TITLES.get(hint or '', 'model')} file Obscura "
+                    "recognises (its tensor names match no known format); see docs/models.md.",
+                )
+            item = self._describe(kind, header, name, path)
+        except ModelError as err:
+            self._refuse(hint or "checkpoint", name, err.message, path)
+            log.info("model refused: %s", err.code)
+            return
+        self._add(item)
+
+    @staticmethod
+    def _item_name(path: Path) -> str:
+        # diffusers' single-component folders (vae/sdxl-vae/diffusion_pytorch_model.safetensors)
+        # are named after their folder, as people know them.
+        if path.stem in {"diffusion_pytorch_model", "model"} and (path.parent / "config.json").is_file():
+            return path.parent.name
+        return path.stem
+
+    def _describe(self, kind: str, header: dict[str, Any], name: str, path: Path) -> LibraryItem:
+        keys = _tensor_keys(header)
+        arch: str | None
+        if kind == "checkpoint":
+            arch, variant = detect_checkpoint(header, name)
+            detail: dict[str, Any] = {"variant": variant, "format": "single-file", "is_demo": False}
+        elif kind == "lora":
+            detail = _lora_detail(header, keys)
+            arch = _lora_arch(header, keys)
+        elif kind == "embedding":
+            arch, detail = _embedding_arch_detail(header, keys)
+        elif kind == "vae":
+            detail = _vae_detail(header, keys)
+            arch = None  # SD 1.x, 2.x and SDXL VAEs share one shape
+        else:
+            family = upscaler_family(keys) or "unknown"
+            detail = {"family": family, "scale": _upscaler_scale(family, header, keys, name)}
+            arch = None
+        return LibraryItem(kind, name, path, arch, detail)
