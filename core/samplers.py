@@ -3,6 +3,13 @@
 Each scheduler is built from the loaded model's own scheduler config, so the model's training
 settings (beta schedule, prediction type, timestep spacing) carry over and only the sampling
 algorithm changes.
+
+AUTOMATIC1111 lets any sampler go with any *schedule* (its ``scheduler`` field: Karras,
+Exponential, ...). Here a schedule is a diffusers option of the sampler's scheduler class, named
+the way AUTOMATIC1111 names the pair: ``"Euler Karras"``, ``"UniPC SGM Uniform"``
+(:func:`find_sampler` takes those names, :func:`with_schedule` makes them). A schedule the
+sampler's class cannot follow, or a name that is not one of :data:`SCHEDULES`, leaves the
+sampler on its own schedule (AUTOMATIC1111's ``automatic``) instead of failing.
 """
 
 from __future__ import annotations
@@ -56,16 +63,135 @@ SAMPLERS: dict[str, Sampler] = {
 DEFAULT_SAMPLER = "Euler a"
 
 
+@dataclass(frozen=True)
+class Schedule:
+    name: str  # AUTOMATIC1111's scheduler name ("karras")
+    label: str  # and its label ("Karras")
+    options: dict[str, Any]  # the diffusers scheduler options that follow it
+    aliases: tuple[str, ...] = ()
+
+
+# AUTOMATIC1111's schedules that diffusers' schedulers can follow. Its others (uniform,
+# polyexponential, kl_optimal, align_your_steps, simple, normal, ddim, karras_exponential) have
+# no diffusers option, and beta needs scipy, which is not installed: asked for, they are
+# "automatic" (the sampler's own schedule).
+SCHEDULES: dict[str, Schedule] = {
+    s.name: s
+    for s in [
+        Schedule("automatic", "Automatic", {}),
+        Schedule("karras", "Karras", {"use_karras_sigmas": True}),
+        Schedule("exponential", "Exponential", {"use_exponential_sigmas": True}),
+        Schedule("sgm_uniform", "SGM Uniform", {"timestep_spacing": "trailing"}, ("SGMUniform",)),
+    ]
+}
+_SIGMA_OPTIONS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
+
+
 def sampler_names() -> list[str]:
     return list(SAMPLERS)
+
+
+def find_schedule(name: str | None) -> Schedule | None:
+    """The schedule AUTOMATIC1111 calls ``name`` (its name, label or alias, any case), if
+    diffusers can follow it; ``None`` for every other name."""
+    wanted = str(name or "automatic").strip().lower()
+    for schedule in SCHEDULES.values():
+        if wanted in (schedule.name, schedule.label.lower(), *(a.lower() for a in schedule.aliases)):
+            return schedule
+    return None
+
+
+def _can_follow(sampler: Sampler, schedule: Schedule) -> bool:
+    import inspect
+
+    import diffusers
+
+    if any(sampler.options.get(option) for option in _SIGMA_OPTIONS):
+        return False  # already on a schedule of its own ("DPM++ 2M Karras")
+    if sampler.scheduler in _RESCHEDULED and set(schedule.options) <= set(_RESCHEDULED_OPTIONS):
+        return True
+    accepted = inspect.signature(getattr(diffusers, sampler.scheduler).__init__).parameters
+    return all(option in accepted for option in schedule.options)
+
+
+# diffusers' Euler a has no Karras or exponential option; AUTOMATIC1111's Euler a goes with
+# both (Open WebUI suggests "Euler a" + "Karras"). Its sigmas are replaced after
+# ``set_timesteps`` with the ones diffusers' Euler computes for that schedule.
+_RESCHEDULED = {"EulerAncestralDiscreteScheduler"}
+_RESCHEDULED_OPTIONS = ("use_karras_sigmas", "use_exponential_sigmas")
+
+
+def _rescheduled(cls: Any, option: str) -> Any:
+    import diffusers
+    import numpy as np
+    import torch
+
+    euler = diffusers.EulerDiscreteScheduler
+    convert = euler._convert_to_karras if option == "use_karras_sigmas" else (
+        euler._convert_to_exponential
+    )
+
+    def set_timesteps(self: Any, num_inference_steps: int, device: Any = None) -> None:
+        cls.set_timesteps(self, num_inference_steps, device)
+        sigmas = self.sigmas[:-1].to(torch.float64)
+        schedule = np.asarray(convert(self, sigmas, num_inference_steps), dtype=np.float64)
+        every = np.log(((1 - self.alphas_cumprod.numpy()) / self.alphas_cumprod.numpy()) ** 0.5)
+        timesteps = np.array([euler._sigma_to_t(self, sigma, every) for sigma in schedule])
+        self.sigmas = torch.from_numpy(np.concatenate([schedule, [0.0]]).astype(np.float32))
+        self.timesteps = torch.from_numpy(timesteps.astype(np.float32)).to(device=device)
+
+    return type(f"{cls.__name__}{option}", (cls,), {"set_timesteps": set_timesteps})
+
+
+def _plain(name: str) -> Sampler | None:
+    wanted = name.strip().lower()
+    return SAMPLERS.get(name) or next(
+        (s for s in SAMPLERS.values() if s.name.lower() == wanted), None
+    )
+
+
+def _scheduled(sampler: Sampler, schedule: Schedule) -> Sampler:
+    return Sampler(
+        f"{sampler.name} {schedule.label}", sampler.scheduler,
+        {**sampler.options, **schedule.options},
+    )
+
+
+def with_schedule(name: str | None, scheduler: str | None) -> tuple[str, Schedule]:
+    """The sampler name that follows AUTOMATIC1111's ``scheduler`` (``"Euler"`` + ``"karras"``
+    → ``"Euler Karras"``) and the schedule it follows: ``automatic`` for an unknown name or one
+    this sampler's class cannot follow. A schedule in the sampler's name wins, as in
+    AUTOMATIC1111. Raises :class:`InputError` for an unknown sampler only."""
+    sampler = find_sampler(name)
+    automatic = SCHEDULES["automatic"]
+    for schedule in SCHEDULES.values():  # "DPM++ 2M Karras", "Euler Exponential"
+        if schedule is not automatic and sampler.name.endswith(f" {schedule.label}"):
+            return sampler.name, schedule
+    schedule = find_schedule(scheduler)
+    if schedule is None or schedule is automatic:
+        return sampler.name, automatic
+    if _plain(f"{sampler.name} {schedule.label}") is not None:
+        return f"{sampler.name} {schedule.label}", schedule  # a sampler of its own
+    if not _can_follow(sampler, schedule):
+        return sampler.name, automatic
+    return f"{sampler.name} {schedule.label}", schedule
 
 
 def find_sampler(name: str | None) -> Sampler:
     if name is None:
         return SAMPLERS[DEFAULT_SAMPLER]
-    sampler = SAMPLERS.get(name) or next(
-        (s for s in SAMPLERS.values() if s.name.lower() == str(name).strip().lower()), None
-    )
+    sampler = _plain(str(name))
+    if sampler is None:  # AUTOMATIC1111's "<sampler> <schedule>" ("Euler Karras")
+        text = str(name).strip()
+        for schedule in SCHEDULES.values():
+            for label in (schedule.label, *schedule.aliases):
+                if schedule.options and text.lower().endswith(f" {label.lower()}"):
+                    base = _plain(text[: -len(label) - 1])
+                    if base is not None and _can_follow(base, schedule):
+                        sampler = _scheduled(base, schedule)
+                        break
+            if sampler is not None:
+                break
     if sampler is None:
         raise InputError(
             "unknown_sampler",
@@ -81,4 +207,9 @@ def make_scheduler(sampler: Sampler, base_config: Any) -> Any:
 
     cls = getattr(diffusers, sampler.scheduler)
     config = dict(base_config)
-    return cls.from_config(config, **sampler.options)
+    options = dict(sampler.options)
+    if cls.__name__ in _RESCHEDULED:
+        for option in _RESCHEDULED_OPTIONS:
+            if options.pop(option, False):
+                cls = _rescheduled(cls, option)
+    return cls.from_config(config, **options)
