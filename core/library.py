@@ -173,6 +173,9 @@ _LORA_MARKERS = (
     ".hada_w1_a",
     ".lokr_w1",
 )
+# LyCORIS network types other than LoHa/LoKr that diffusers cannot load either.
+_OTHER_LYCORIS = ((".oft_blocks", "OFT"), (".oft_diag", "OFT"), (".on_input", "(IA)^3"),
+                  (".a1.weight", "GLoRA"), (".b1.weight", "GLoRA"))
 _VAE_PREFIXES = ("", "first_stage_model.", "vae.")
 
 
@@ -200,25 +203,34 @@ def upscaler_family(keys: list[str]) -> str | None:
     def starts(prefix: str) -> bool:
         return any(k.startswith(prefix) for k in keys)
 
-    if has("model.0.weight") and starts("model.1.sub."):
+    # The same tests as spandrel's own detectors (a subset of their keys), most specific first.
+    swin_block = "layers.0.residual_group.blocks.0."
+    if has("model.0.weight", "model.1.sub.0.RDB1.conv1.0.weight"):
         return "ESRGAN"  # the original ESRGAN layout (most community 4x_*.pth models)
-    if has("conv_first.weight") and starts("body.0.rdb1."):
+    if has("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.weight"):
         return "ESRGAN"  # BasicSR's RRDBNet (RealESRGAN_x4plus and friends)
-    if starts("layers.0.residual_group.blocks.0.conv_block."):
+    if has("conv_first.weight", "RRDB_trunk.0.RDB1.conv1.weight"):
+        return "ESRGAN"  # BSRGAN / RealSR
+    if has("conv_first.weight", f"{swin_block}conv_block.cab.0.weight"):
         return "HAT"
-    if starts("layers.0.residual_group.blocks.0.attn.cpb_mlp."):
-        return "Swin2SR"
-    if starts("layers.0.residual_group.blocks.0.") and has("conv_first.weight"):
-        return "SwinIR"
-    if has("conv_first.weight") and starts("before_RG.") and starts("layers.0.blocks.0."):
+    if has("conv_first.weight", "layers.0.residual_group.td"):
+        return "ATD"
+    if has(f"{swin_block}norm1.weight", f"{swin_block}attn.relative_position_index"):
+        if has("patch_embed.proj.weight"):
+            return "Swin2SR"
+        if has("conv_first.weight") or has("conv_first.1.weight"):
+            return "SwinIR"
+    if has("conv_first.weight", "before_RG.1.weight", "layers.0.blocks.0.ffn.fc1.weight"):
         return "DAT"
-    if has("block_1.c1_r.sk.weight") or starts("block_1.c1_r."):
+    if has("block_1.c1_r.sk.weight", "conv_cat.weight"):
         return "SPAN"
-    if starts("residual_layer.0.residual_layer.0."):
+    if has("residual_layer.0.residual_layer.0.layer.0.fn.0.weight", "input.weight"):
         return "OmniSR"
-    if starts("unet1.conv1.conv."):
+    if has("unet1.conv1.conv.0.weight", "unet1.conv1_down.weight"):
         return "RealCUGAN"
-    if has("body.0.weight", "body.1.weight") and not starts("body.0.rdb1."):
+    if has("feats.0.weight", "feats.1.refine.weight"):
+        return "PLKSR"
+    if has("body.0.weight", "body.1.weight"):
         return "RealESRGAN Compact"  # SRVGGNetCompact (realesr-general-x4v3, animevideo)
     return None
 
@@ -320,6 +332,15 @@ def _lora_detail(header: dict[str, Any], keys: list[str]) -> dict[str, Any]:
             "lycoris_unsupported",
             "This is a LoKr LyCORIS file; LoHa/LoKr LyCORIS files cannot be loaded by diffusers.",
         )
+    other = next(
+        (kind for marker, kind in _OTHER_LYCORIS if any(marker in k for k in keys)), None
+    )
+    if other is not None:
+        raise ModelError(
+            "lycoris_unsupported",
+            f"This is a {other} LyCORIS file; only plain LoRA and LoCon files can be loaded by "
+            "diffusers.",
+        )
     downs = [k for k in keys if k.endswith((".lora_down.weight", ".lora_A.weight", ".lora.down.weight"))]
     rank = None
     if downs:
@@ -335,6 +356,8 @@ def _lora_detail(header: dict[str, Any], keys: list[str]) -> dict[str, Any]:
     return {
         "layout": layout,
         "type": "LoCon" if conv else "LoRA",
+        "dora": any(k.endswith(".dora_scale") for k in keys),
+        "tucker": any(".lora_mid." in k for k in keys),
         "modules": len(downs),
         "rank": rank,
         "text_encoder": any(
@@ -378,6 +401,15 @@ def _vae_detail(header: dict[str, Any], keys: list[str]) -> dict[str, Any]:
 
 
 # -- the library ----------------------------------------------------------------------------
+def _where(path: Path, root: Path) -> dict[str, str]:
+    """A1111's names for a file: its file name and its path below the kind folder."""
+    try:
+        relative = path.relative_to(root).as_posix()
+    except ValueError:
+        relative = path.name
+    return {"file_name": path.name, "relative": relative}
+
+
 class _Budget:
     def __init__(self, limit: int) -> None:
         self.left = limit
@@ -457,15 +489,15 @@ class ModelLibrary:
                 if entry.is_dir():
                     kind = KIND_FOLDERS.get(entry.name.lower())
                     if kind is not None:
-                        self._walk(entry, kind, depth=1)
+                        self._walk(entry, kind, 1, entry)
                     elif (entry / "model_index.json").is_file():
-                        self._consider_folder(entry, "checkpoint")
+                        self._consider_folder(entry, root)
                     # Any other folder belongs to another tool (ControlNet, CLIP, ...): not ours.
                 else:
-                    self._consider_file(entry, None)
+                    self._consider_file(entry, None, root)
         for folder in self.embedding_dirs():
             if folder.is_dir():
-                self._walk(folder, "embedding", depth=1)
+                self._walk(folder, "embedding", 1, folder)
         if self._too_deep:
             notes.append(f"Folders more than {MAX_DEPTH} levels deep were not searched.")
         if self._budget.exhausted:
@@ -506,19 +538,22 @@ class ModelLibrary:
             entries.append(folder / name)
         return entries
 
-    def _walk(self, folder: Path, kind: str, depth: int) -> None:
+    def _walk(self, folder: Path, kind: str, depth: int, root: Path) -> None:
         if not self._mark_seen(folder):
             return
-        for entry in self._entries(folder):
+        entries = self._entries(folder)
+        # A folder's own files first, then its sub-folders: of two files with one name, the one
+        # nearer the top is used.
+        for entry in [e for e in entries if not e.is_dir()] + [e for e in entries if e.is_dir()]:
             if entry.is_dir():
                 if (entry / "model_index.json").is_file():
-                    self._consider_folder(entry, kind)
+                    self._consider_folder(entry, root)
                 elif depth < MAX_DEPTH:
-                    self._walk(entry, kind, depth + 1)
+                    self._walk(entry, kind, depth + 1, root)
                 else:
                     self._too_deep = True
             elif entry.is_file():
-                self._consider_file(entry, kind)
+                self._consider_file(entry, kind, root)
 
     def _refuse(self, kind: str, name: str, reason: str, path: Path) -> None:
         self._refused.append(RefusedItem(kind, name, reason, path))
@@ -536,7 +571,7 @@ class ModelLibrary:
             return
         self._found[item.kind].append(item)
 
-    def _consider_folder(self, folder: Path, hint: str) -> None:
+    def _consider_folder(self, folder: Path, root: Path) -> None:
         from core.demo import DEMO_MARKER
 
         try:
@@ -549,10 +584,11 @@ class ModelLibrary:
             "variant": variant,
             "format": "diffusers",
             "is_demo": (folder / DEMO_MARKER).is_file(),
+            **_where(folder, root),
         }
         self._add(LibraryItem("checkpoint", folder.name, folder, arch, detail))
 
-    def _consider_file(self, path: Path, hint: str | None) -> None:
+    def _consider_file(self, path: Path, hint: str | None, root: Path) -> None:
         suffix = path.suffix.lower()
         name = self._item_name(path)
         if suffix in PICKLE_SUFFIXES:
@@ -573,6 +609,7 @@ class ModelLibrary:
                     "recognises (its tensor names match no known format); see docs/models.md.",
                 )
             item = self._describe(kind, header, name, path)
+            item.detail.update(_where(path, root))
         except ModelError as err:
             self._refuse(hint or "checkpoint", name, err.message, path)
             log.info("model refused: %s", err.code)

@@ -23,7 +23,7 @@ from core.errors import InputError, ModelError
 
 log = logging.getLogger("obscura.core")
 
-PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pt2", ".pth", ".bin", ".pkl", ".pickle"}
 CONVERT_HINT = (
     "convert it with `obscura models convert FILE` (see docs/models.md) or download the "
     ".safetensors version"
