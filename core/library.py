@@ -471,6 +471,15 @@ class ModelLibrary:
     def _is_a1111_layout(self) -> bool:
         return bool(self._folder_names() & {"stable-diffusion", "lora", "lycoris", "esrgan"})
 
+    def layout(self) -> str:
+        """Whose folder names the models folder uses: "AUTOMATIC1111", "ComfyUI" or "Obscura"."""
+        names = self._folder_names()
+        if names & {"stable-diffusion", "lora", "lycoris", "esrgan", "realesrgan", "swinir"}:
+            return "AUTOMATIC1111"
+        if names & {"checkpoints", "loras", "upscale_models", "embeddings"}:
+            return "ComfyUI"
+        return "Obscura"
+
     def is_external_layout(self) -> bool:
         """True when the models folder has A1111's or ComfyUI's sub-folders (never written to)."""
         return bool(self._folder_names() & set(KIND_FOLDERS))

@@ -27,6 +27,9 @@ def default_data_dir() -> Path:
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     models_dir: Path | None = None  # None = <data_dir>/models
+    # Textual-inversion embeddings outside the models folder (A1111 keeps them beside models/);
+    # None = the models folder's embeddings/ (and A1111's ../embeddings); see docs/models.md.
+    embeddings_dir: Path | None = None
     host: str = "127.0.0.1"
     port: int = 7860
     tls: str | None = None  # "auto" or None
@@ -49,7 +52,7 @@ class Settings:
         return self.models_dir if self.models_dir is not None else self.data_dir / "models"
 
 
-_PATH_KEYS = {"data_dir", "models_dir", "tls_cert", "tls_key"}
+_PATH_KEYS = {"data_dir", "models_dir", "embeddings_dir", "tls_cert", "tls_key"}
 _LIST_KEYS = {"allowed_hosts"}
 
 

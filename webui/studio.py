@@ -89,7 +89,7 @@ def open_studio(
 ) -> Studio:
     """Build the engine and the stores for ``settings``; accounts mode when ``accounts`` has
     at least one user."""
-    registry = ModelRegistry(settings.models_path)
+    registry = ModelRegistry(settings.models_path, settings.embeddings_dir)
     engine = Engine(
         registry,
         device=settings.device,

@@ -15,7 +15,13 @@ import click
 
 from core.errors import InputError
 from privacy.errors import PrivacyError
-from webui.cli.options import Command, data_dir_option, load, models_dir_option
+from webui.cli.options import (
+    Command,
+    data_dir_option,
+    embeddings_dir_option,
+    load,
+    models_dir_option,
+)
 from webui.config import Settings
 
 FORMATS: dict[str, Literal["png", "webp", "jpeg"]] = {
@@ -23,14 +29,23 @@ FORMATS: dict[str, Literal["png", "webp", "jpeg"]] = {
 }
 
 
-def _settings(data_dir: Path | None, models_dir: Path | None) -> Settings:
-    settings: Settings = load({"data_dir": data_dir, "models_dir": models_dir})
+def _settings(
+    data_dir: Path | None, models_dir: Path | None, embeddings_dir: Path | None = None
+) -> Settings:
+    settings: Settings = load(
+        {"data_dir": data_dir, "models_dir": models_dir, "embeddings_dir": embeddings_dir}
+    )
     return settings
 
 
 def folders_option(func: Command) -> Command:
     """``--models-dir`` and ``--data-dir`` (engine commands take both)."""
     return data_dir_option(models_dir_option(func))
+
+
+def library_folders_option(func: Command) -> Command:
+    """``--models-dir``, ``--embeddings-dir`` and ``--data-dir``."""
+    return data_dir_option(models_dir_option(embeddings_dir_option(func)))
 
 
 def _read_upload(path: Path, *, mask: bool):  # -> PIL.Image.Image
@@ -130,7 +145,7 @@ def _read_upload(path: Path, *, mask: bool):  # -> PIL.Image.Image
     default=None,
     help="auto, none, model-offload or sequential-offload (default: auto).",
 )
-@folders_option
+@library_folders_option
 def generate(
     prompt: str,
     negative_prompt: str,
@@ -152,6 +167,7 @@ def generate(
     memory_mode: str | None,
     data_dir: Path | None,
     models_dir: Path | None,
+    embeddings_dir: Path | None = None,
 ) -> None:
     """Paint a picture from text, from a photo (--image), or into a masked area (--mask).
 
@@ -174,11 +190,11 @@ def generate(
         prompt = sys.stdin.read().strip()
     if mask_path is not None and image_path is None:
         raise click.ClickException("A mask needs a photo to paint into; add --image.")
-    settings = _settings(data_dir, models_dir)
+    settings = _settings(data_dir, models_dir, embeddings_dir)
     try:
         image = _read_upload(image_path, mask=False) if image_path else None
         mask = _read_upload(mask_path, mask=True) if mask_path else None
-        registry = ModelRegistry(settings.models_path)
+        registry = ModelRegistry(settings.models_path, settings.embeddings_dir)
         engine = Engine(
             registry,
             device=device or settings.device,
@@ -268,24 +284,139 @@ def demo_model(
     )
 
 
-@click.command("models")
+KIND_HEADINGS = {
+    "checkpoint": "Checkpoints",
+    "lora": "LoRAs",
+    "embedding": "Embeddings",
+    "vae": "VAEs",
+    "upscaler": "Upscalers",
+}
+ARCH_SHORT = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+
+
+def _shown_path(path: Path | None, folders: list[Path]) -> str:
+    """A path as the owner knows it: below the models (or embeddings) folder when it is."""
+    if path is None:
+        return ""
+    for folder in folders:
+        try:
+            return path.relative_to(folder).as_posix()
+        except ValueError:
+            continue
+    return str(path)
+
+
+def _item_facts(item) -> str:  # item: core.library.LibraryItem
+    detail = item.detail
+    facts = [ARCH_SHORT.get(item.arch or "", "any architecture" if item.kind == "vae" else "")]
+    if item.kind == "lora":
+        facts.append(str(detail.get("type", "LoRA")))
+    elif item.kind == "embedding":
+        facts.append(f"{detail.get('vectors', '?')} vector(s)")
+    elif item.kind == "upscaler":
+        scale = detail.get("scale")
+        facts.append(f"{detail.get('family', '?')}" + (f" {scale}x" if scale else ""))
+    return ", ".join(f for f in facts if f)
+
+
+def _listing_json(settings: Settings, registry) -> dict:  # registry: core.registry.ModelRegistry
+    from core.library import KINDS
+
+    library = registry.library
+    folders = [settings.models_path]
+    labels = {info.path: info.label for info in registry.models}
+    return {
+        "models_dir": str(settings.models_path),
+        "embeddings_dirs": [str(p) for p in library.embedding_dirs()],
+        "layout": library.layout(),
+        "items": {
+            kind: [
+                {
+                    "name": item.name,
+                    "arch": item.arch,
+                    "path": _shown_path(item.path, folders),
+                    **({"label": labels[item.path]} if item.path in labels else {}),
+                    "detail": item.detail,
+                }
+                for item in library.items(kind)
+            ]
+            for kind in KINDS
+        },
+        "refused": [
+            {
+                "kind": refused.kind,
+                "name": refused.name,
+                "path": _shown_path(refused.path, folders),
+                "reason": refused.reason,
+            }
+            for refused in library.refused
+        ],
+        "notes": list(library.notes),
+    }
+
+
+@click.group("models", invoke_without_command=True)
 @click.option("--samplers", "show_samplers", is_flag=True, help="List the sampler names instead.")
-@folders_option
-def models(show_samplers: bool, data_dir: Path | None, models_dir: Path | None) -> None:
-    """List the models in the models folder, and the files refused with the reason."""
+@click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
+@library_folders_option
+@click.pass_context
+def models(
+    ctx: click.Context,
+    show_samplers: bool,
+    as_json: bool,
+    data_dir: Path | None,
+    models_dir: Path | None,
+    embeddings_dir: Path | None,
+) -> None:
+    """List every model file: checkpoints, LoRAs, embeddings, VAEs and upscalers, and every
+    file refused with the reason.
+
+    The models folder may be Obscura's own, or an AUTOMATIC1111/Forge or ComfyUI models/
+    folder (only read, never written to). `obscura models convert FILE` turns a pickle
+    (.pth/.pt/.ckpt) into a .safetensors file.
+    """
+    import json
+
+    from core.library import KIND_TITLES, KINDS
     from core.registry import ModelRegistry
     from core.samplers import sampler_names
 
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {"data_dir": data_dir, "models_dir": models_dir}
+        return
     if show_samplers:
         for name in sampler_names():
             click.echo(name)
         return
-    settings = _settings(data_dir, models_dir)
-    registry = ModelRegistry(settings.models_path)
-    click.echo(f"Models folder: {settings.models_path}")
-    if not registry.models and not registry.refused:
+    settings = _settings(data_dir, models_dir, embeddings_dir)
+    registry = ModelRegistry(settings.models_path, settings.embeddings_dir)
+    library = registry.library
+    if as_json:
+        click.echo(json.dumps(_listing_json(settings, registry), indent=2, default=str))
+        return
+    folders = [settings.models_path]
+    click.echo(f"Models folder: {settings.models_path}  ({library.layout()} layout)")
+    for folder in library.embedding_dirs():
+        click.echo(f"Embeddings folder: {folder}")
+    if not any(library.items(kind) for kind in KINDS) and not library.refused:
         click.echo("No models yet. Add one (docs/models.md) or run `obscura demo-model`.")
-    for info in registry.models:
-        click.echo(f"  {info.label}  [{info.format}]")
-    for refused in registry.refused:
-        click.echo(f"  refused: {refused.name}: {refused.reason}")
+    labels = {info.path: info for info in registry.models}
+    for kind in KINDS:
+        items = library.items(kind)
+        if not items:
+            continue
+        click.echo(f"{KIND_HEADINGS[kind]} ({len(items)}):")
+        for item in items:
+            where = _shown_path(item.path, folders)
+            if item.path in labels:
+                info = labels[item.path]
+                click.echo(f"  {info.label}  [{info.format}]  {where}")
+            else:
+                click.echo(f"  {item.name}  ({_item_facts(item)})  {where}")
+    if library.refused:
+        click.echo(f"Refused ({len(library.refused)}):")
+    for refused in library.refused:
+        where = _shown_path(refused.path, folders) or refused.name
+        click.echo(f"  refused: {where} ({KIND_TITLES[refused.kind]}): {refused.reason}")
+    for note in library.notes:
+        click.echo(f"Note: {note}")

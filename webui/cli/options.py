@@ -14,7 +14,14 @@ from core.errors import InputError
 Command = TypeVar("Command", bound=Callable[..., Any])
 
 DATA_DIR_HELP = "Obscura's data folder (default: $OBSCURA_DATA_DIR, else ~/.local/share/obscura)."
-MODELS_DIR_HELP = "Folder of local models (default: <data-dir>/models)."
+MODELS_DIR_HELP = (
+    "Folder of local models (default: <data-dir>/models); may be an AUTOMATIC1111/Forge or "
+    "ComfyUI models/ folder, which is only read."
+)
+EMBEDDINGS_DIR_HELP = (
+    "Folder of textual-inversion embeddings (default: <models-dir>/embeddings, and A1111's "
+    "embeddings/ beside its models/)."
+)
 
 
 def data_dir_option(command: Command) -> Command:
@@ -34,6 +41,16 @@ def models_dir_option(command: Command) -> Command:
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
         help=MODELS_DIR_HELP,
+    )(command)
+
+
+def embeddings_dir_option(command: Command) -> Command:
+    """``--embeddings-dir``: textual-inversion embeddings kept outside the models folder."""
+    return click.option(
+        "--embeddings-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=EMBEDDINGS_DIR_HELP,
     )(command)
 
 

@@ -14,7 +14,7 @@ import click
 
 from core.errors import InputError
 from privacy.errors import PrivacyError
-from webui.cli.options import data_dir_option, models_dir_option
+from webui.cli.options import data_dir_option, embeddings_dir_option, models_dir_option
 
 
 @click.command()
@@ -25,6 +25,7 @@ from webui.cli.options import data_dir_option, models_dir_option
 @click.option("--port", type=int, help="Port (default 7860).")
 @data_dir_option
 @models_dir_option
+@embeddings_dir_option
 @click.option("--tls", type=click.Choice(["auto"]),
               help="'auto': HTTPS with a self-signed certificate made in <data-dir>/tls.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path),
