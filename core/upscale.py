@@ -194,13 +194,12 @@ class UpscalerModels:
             return self._loaded
         registry = load_spandrel()
         self._loaded = None  # one upscaler model in memory at a time
-        from safetensors import SafetensorsError
         from safetensors.torch import load_file
 
         try:
             state = load_file(str(path), device="cpu")
             model = registry.load(state)
-        except (SafetensorsError, Exception) as exc:  # damage and unknown layouts alike
+        except Exception as exc:  # a damaged file and an unknown layout alike: one sentence
             log.warning("upscaler load failed: %s", type(exc).__name__)
             raise ModelError("upscaler_load_failed", LOAD_FAILED) from None
         if (
