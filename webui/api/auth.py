@@ -17,11 +17,12 @@ from starlette.requests import HTTPConnection
 
 from webui.api.problems import ApiError
 from webui.auth import Gate, Viewer, basic_credentials, basic_token_user
+from webui.middleware.guard import BASIC_REALM
 from webui.middleware.identity import identify
 
 __all__ = ["REALM", "basic_credentials", "basic_token_user", "require_viewer"]
 
-REALM = 'Basic realm="Obscura API", charset="UTF-8"'
+REALM = BASIC_REALM  # the guard's 401 and the API's ask for the same credentials
 
 
 async def require_viewer(gate: Gate, connection: HTTPConnection) -> Viewer:

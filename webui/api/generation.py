@@ -24,9 +24,10 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from core.conditioning import check_clip_skip
 from core.engine import GenerationRequest
 from core.errors import InputError
-from core.samplers import SAMPLERS, find_sampler
+from core.samplers import SCHEDULES, Schedule, find_sampler, find_schedule, with_schedule
 from privacy.errors import PrivacyError
 from webui.api.problems import ApiError, input_problem
 from webui.api.schemas import MAX_ITERATIONS, GenerationFields
@@ -37,7 +38,8 @@ from webui.styles import find_style
 
 # A run's picture names → the AUTOMATIC1111 field they came in.
 FIELD_OF_IMAGE = {"photo": "init_images", "mask": "mask"}
-SCHEDULERS = {"automatic": "Automatic", "karras": "Karras"}
+# AUTOMATIC1111's schedules Obscura follows (name → label); any other name is "automatic".
+SCHEDULERS = {s.name: s.label for s in SCHEDULES.values()}
 
 
 def model_name(title: str) -> str:
@@ -51,12 +53,47 @@ def model_name(title: str) -> str:
     return name
 
 
+# What AUTOMATIC1111's sd_vae calls the model's own VAE.
+OWN_VAE = frozenset({"", "automatic", "none"})
+
+
+def library_vae(studio: Studio, value: object, field: str) -> str | None:
+    """The library VAE that AUTOMATIC1111's ``sd_vae`` value names (its file name, as
+    ``/sd-vae`` lists it, or its name); ``None`` for Automatic/None (the model's own). A 422
+    naming ``field`` otherwise; the sentence never repeats the value."""
+    if not isinstance(value, str):
+        raise ApiError(422, "invalid_value", f"{field}: expected a VAE name or Automatic.", field)
+    wanted = value.strip()
+    if wanted.lower() in OWN_VAE:
+        return None
+    library = studio.registry.library
+    for item in library.items("vae"):
+        if wanted in (item.name, item.path.name):
+            return item.name
+    try:
+        return library.find("vae", model_name(wanted)).name
+    except InputError as err:
+        raise input_problem(err, field) from None
+
+
+def clip_skip_of(value: object, field: str) -> int:
+    """AUTOMATIC1111's ``CLIP_stop_at_last_layers`` (1 to the engine's bound), or a 422."""
+    try:
+        return check_clip_skip(value)
+    except InputError as err:
+        raise input_problem(err, field) from None
+
+
 class CallerModels:
-    """Each caller's model (``sd_model_checkpoint``); the server's default for the rest."""
+    """Each caller's model (``sd_model_checkpoint``), VAE (``sd_vae``) and CLIP skip
+    (``CLIP_stop_at_last_layers``), set with ``POST options``; the server's defaults for the
+    rest. One caller's choice never changes another's (AUTOMATIC1111 has one global setting)."""
 
     def __init__(self, studio: Studio) -> None:
         self.studio = studio
         self._chosen: dict[str, str] = {}
+        self._vae: dict[str, str | None] = {}
+        self._clip_skip: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def default(self) -> str:
@@ -72,6 +109,27 @@ class CallerModels:
     def choose(self, owner: str, name: str) -> None:
         with self._lock:
             self._chosen[owner] = name
+
+    def vae_of(self, owner: str) -> str | None:
+        """The caller's VAE by library name; ``None`` = the model's own (also when the chosen
+        file has left the library since)."""
+        with self._lock:
+            chosen = self._vae.get(owner)
+        if chosen and any(v.name == chosen for v in self.studio.registry.library.items("vae")):
+            return chosen
+        return None
+
+    def choose_vae(self, owner: str, name: str | None) -> None:
+        with self._lock:
+            self._vae[owner] = name
+
+    def clip_skip_of(self, owner: str) -> int:
+        with self._lock:
+            return self._clip_skip.get(owner, 1)
+
+    def choose_clip_skip(self, owner: str, clip_skip: int) -> None:
+        with self._lock:
+            self._clip_skip[owner] = clip_skip
 
 
 class Generation:
@@ -105,6 +163,14 @@ class Generation:
             raise ApiError(422, "invalid_value", "override_settings.sd_model_checkpoint: expected "
                            "a model name.", "override_settings.sd_model_checkpoint")
         model = model_name(override) if override else self.models.of(owner)
+        settings = body.override_settings
+        vae = self.models.vae_of(owner)
+        if "sd_vae" in settings:
+            vae = library_vae(self.studio, settings["sd_vae"], "override_settings.sd_vae")
+        clip_skip = self.models.clip_skip_of(owner)
+        if "CLIP_stop_at_last_layers" in settings:
+            clip_skip = clip_skip_of(settings["CLIP_stop_at_last_layers"],
+                                     "override_settings.CLIP_stop_at_last_layers")
         seed = body.seed if body.seed >= 0 else secrets.randbits(32)
 
         def floor8(value: int | None) -> int | None:
@@ -122,37 +188,28 @@ class Generation:
             seed=seed,
             sampler=self.sampler_of(body, model),
             model=model,
+            clip_skip=clip_skip,
+            vae=vae,
         )
         return RunInputs(request=request, iterations=body.n_iter, save=bool(body.save_images))
 
     def sampler_of(self, body: GenerationFields, model: str) -> str | None:
+        # As in AUTOMATIC1111, any sampler goes with any schedule (core.samplers); a schedule
+        # Obscura cannot follow is "automatic" and named in obscura_ignored, never a 422.
         name = body.sampler_name or body.sampler_index
-        scheduler = (body.scheduler or "automatic").strip().lower()
-        if scheduler not in SCHEDULERS:
-            raise ApiError(
-                422, "unknown_scheduler",
-                "scheduler: unknown scheduler; choose one of: automatic, karras.", "scheduler",
-            )
         if name is not None:
             try:
                 name = find_sampler(name).name
             except InputError as err:
                 raise input_problem(err, "sampler_name") from None
-        if scheduler == "karras":
+        schedule = find_schedule(body.scheduler)
+        if schedule is not None and schedule.options:
             if name is None:
                 try:
                     name = self.studio.registry.get(model).spec.default_sampler
                 except InputError as err:
                     raise input_problem(err, "sd_model_checkpoint") from None
-            if not name.endswith("Karras"):
-                if f"{name} Karras" not in SAMPLERS:
-                    raise ApiError(
-                        422, "unknown_scheduler",
-                        "scheduler: karras does not go with this sampler; use automatic, or one "
-                        "of: " + ", ".join(n for n in SAMPLERS if n.endswith("Karras")) + ".",
-                        "scheduler",
-                    )
-                name = f"{name} Karras"
+            name, _followed = with_schedule(name, schedule.name)
         return name
 
     def problem(self, err: Exception, request: GenerationRequest) -> ApiError:
@@ -228,6 +285,15 @@ class Generation:
         ignored = body.ignored()
         if body.save_images and not answer.saved:
             ignored.append("save_images")
+        sampler = first.sampler if first else request.sampler
+        schedule = _schedule_of(sampler)
+        asked = (body.scheduler or "").strip()
+        if asked and asked.lower() != "automatic" and find_schedule(asked) is not schedule:
+            ignored.append("scheduler")  # not one diffusers can follow with this sampler
+        vae_file = next(
+            (v.path.name for v in self.studio.registry.library.items("vae")
+             if v.name == request.vae), None,
+        ) if request.vae else None
         seed = seeds[0] if seeds else int(request.seed or 0)
         info: dict[str, Any] = {
             "prompt": request.prompt,
@@ -241,8 +307,8 @@ class Generation:
             "subseed_strength": 0,
             "width": first.width if first else request.width,
             "height": first.height if first else request.height,
-            "sampler_name": first.sampler if first else request.sampler,
-            "scheduler": "automatic",
+            "sampler_name": sampler,
+            "scheduler": schedule.label,
             "cfg_scale": first.guidance_scale if first else request.guidance_scale,
             "steps": first.num_inference_steps if first else request.num_inference_steps,
             "batch_size": request.batch_size,
@@ -250,12 +316,12 @@ class Generation:
             "restore_faces": False,
             "sd_model_name": first.model if first else request.model,
             "sd_model_hash": None,
-            "sd_vae_name": None,
+            "sd_vae_name": vae_file,
             "sd_vae_hash": None,
             "denoising_strength": first.strength if first else None,
-            "clip_skip": 1,
+            "clip_skip": request.clip_skip,
             "styles": body.styles,
-            "extra_generation_params": {},
+            "extra_generation_params": _extra_params(schedule.label, request),
             "index_of_first_image": 0,
             "infotexts": infotexts,
             "job_timestamp": "",
@@ -266,6 +332,26 @@ class Generation:
             "obscura_saved_to_gallery": answer.saved,
         }
         return images, info
+
+
+def _schedule_of(sampler: str | None) -> Schedule:
+    """The schedule a sampler name follows ("Euler a Karras" → Karras)."""
+    try:
+        return with_schedule(sampler, None)[1]
+    except InputError:
+        return SCHEDULES["automatic"]
+
+
+def _extra_params(schedule: str, request: GenerationRequest) -> dict[str, Any]:
+    """AUTOMATIC1111's ``extra_generation_params`` for ``info`` (the caller's own answer only;
+    a picture carries parameters only when its owner opted in, :mod:`webui.infotext`). LoRA
+    hashes are left out: hashing every LoRA file would cost a read of the whole file."""
+    params: dict[str, Any] = {}
+    if schedule != "Automatic":
+        params["Schedule type"] = schedule
+    if request.clip_skip > 1:
+        params["Clip skip"] = request.clip_skip
+    return params
 
 
 async def _hung_up(request: Request) -> None:

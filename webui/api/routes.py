@@ -4,6 +4,14 @@ Every route needs a caller and answers errors as JSON (:mod:`webui.api.endpoint`
 goes through the one run path (:mod:`webui.api.generation` maps fields, :mod:`webui.run` runs);
 ``progress``, ``interrupt`` and ``skip`` act on the caller's own jobs only
 (:mod:`webui.api.progress`). AUTOMATIC1111 endpoints Obscura lacks answer 501 by name.
+
+The library listings (``loras``, ``embeddings``, ``sd-vae``, ``upscalers``, ...) list the
+server's shared model library (:mod:`core.library`), not anyone's data, but still need a caller.
+They keep AUTOMATIC1111's shapes with two deliberate differences (docs/api.md): a file's path is
+relative to the models folder (``Lora/styles/x.safetensors``), never the server's absolute path,
+and a LoRA's ``metadata`` is not the file's training metadata (``ss_*`` values name the
+trainer's folders, data sets and base files) but only ``ss_base_model_version``, made from the
+architecture Obscura read from the weights' shapes.
 """
 
 from __future__ import annotations
@@ -16,10 +24,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from core.errors import InputError
-from core.samplers import sampler_names
+from core.library import LibraryItem, ModelLibrary
+from core.samplers import SCHEDULES, sampler_names
 from webui.api import progress as caller_jobs
 from webui.api.endpoint import ApiRoute, caller, parse, read_json
-from webui.api.generation import SCHEDULERS, CallerModels, Generation, model_name
+from webui.api.generation import (
+    CallerModels,
+    Generation,
+    clip_skip_of,
+    library_vae,
+    model_name,
+)
 from webui.api.pictures import decode_base64
 from webui.api.problems import ApiError, input_problem
 from webui.api.schemas import Img2ImgRequest, Txt2ImgRequest
@@ -30,10 +45,8 @@ from webui.studio import Studio
 PREFIX = "/sdapi/v1"
 # AUTOMATIC1111 endpoints Obscura does not have (answered 501, by name).
 UNSUPPORTED = frozenset({
-    "extra-single-image", "extra-batch-images", "png-info", "interrogate", "upscalers",
-    "latent-upscale-modes", "sd-vae", "sd-modules", "hypernetworks", "face-restorers",
-    "realesrgan-models", "embeddings", "loras", "refresh-loras", "refresh-vae",
-    "refresh-embeddings", "reload-checkpoint", "unload-checkpoint", "scripts", "script-info",
+    "extra-single-image", "extra-batch-images", "png-info", "interrogate", "face-restorers",
+    "realesrgan-models", "reload-checkpoint", "unload-checkpoint", "scripts", "script-info",
     "extensions", "create/embedding", "create/hypernetwork", "train/embedding",
     "train/hypernetwork", "preprocess", "server-kill", "server-restart", "server-stop",
     "artist-categories", "artists",
@@ -41,12 +54,46 @@ UNSUPPORTED = frozenset({
 SUPPORTED = frozenset({
     "txt2img", "img2img", "sd-models", "samplers", "schedulers", "options",
     "refresh-checkpoints", "progress", "interrupt", "skip", "prompt-styles", "memory",
-    "cmd-flags",
+    "cmd-flags", "loras", "refresh-loras", "embeddings", "refresh-embeddings", "hypernetworks",
+    "sd-vae", "refresh-vae", "sd-modules", "upscalers", "latent-upscale-modes",
 })
+# A1111's ss_base_model_version for the architectures the library reads from a LoRA's shapes.
+BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
+
+def shown_path(item: LibraryItem, library: ModelLibrary) -> str:
+    """A library file's path relative to the models folder (or the embeddings folder): never
+    the server's absolute path, which would tell every caller about its file system."""
+    for root in (library.models_dir, *library.embedding_dirs()):
+        try:
+            return item.path.relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return item.path.name
+
+
+def lora_json(item: LibraryItem, library: ModelLibrary) -> dict[str, Any]:
+    """AUTOMATIC1111's LoRA entry (``name``, ``alias``, ``path``, ``metadata``). ``alias`` is
+    the name (``<lora:NAME:1>``), not the file's ``ss_output_name``; ``metadata`` holds only the
+    base model version Obscura read from the shapes, none of the file's training metadata."""
+    metadata = {}
+    if item.arch in BASE_MODEL_VERSION:
+        metadata["ss_base_model_version"] = BASE_MODEL_VERSION[item.arch]
+    return {"name": item.name, "alias": item.name, "path": shown_path(item, library),
+            "metadata": metadata}
+
+
+def embedding_json(item: LibraryItem) -> dict[str, Any]:
+    """AUTOMATIC1111's embedding entry; its training step and checkpoint are not read."""
+    return {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None,
+            "shape": item.detail.get("width"), "vectors": item.detail.get("vectors")}
+
 
 def build_api_router(studio: Studio) -> APIRouter:
     """The ``/sdapi/v1/`` routes for ``studio`` (include it in the server's FastAPI app)."""
     models = CallerModels(studio)
+
+    def library() -> ModelLibrary:
+        return studio.registry.library
     api = Generation(studio, models)
     route_class = type("StudioApiRoute", (ApiRoute,), {"gate": studio.gate})
     router = APIRouter(prefix=PREFIX, route_class=route_class, tags=["sdapi"])
@@ -107,10 +154,78 @@ def build_api_router(studio: Studio) -> APIRouter:
     @router.get("/schedulers")
     def schedulers(request: Request) -> list[dict[str, Any]]:
         return [
-            {"name": name, "label": label, "aliases": None, "default_rho": -1,
-             "need_inner_model": False}
-            for name, label in SCHEDULERS.items()
+            {"name": s.name, "label": s.label, "aliases": list(s.aliases) or None,
+             "default_rho": 7.0 if s.name == "karras" else -1, "need_inner_model": False}
+            for s in SCHEDULES.values()
         ]
+
+    @router.get("/loras")
+    def loras(request: Request) -> list[dict[str, Any]]:
+        return [lora_json(item, library()) for item in library().items("lora")]
+
+    @router.post("/refresh-loras")
+    def refresh_loras(request: Request) -> None:
+        library().scan()
+
+    @router.get("/embeddings")
+    def embeddings(request: Request) -> dict[str, Any]:
+        # AUTOMATIC1111: "loaded" fit the caller's model, "skipped" are for another one.
+        viewer = caller(request)
+        try:
+            arch = studio.registry.get(models.of(viewer.user_id)).arch
+        except InputError:
+            arch = None
+        answer: dict[str, dict[str, Any]] = {"loaded": {}, "skipped": {}}
+        for item in library().items("embedding"):
+            fits = item.arch is None or arch is None or item.arch == arch
+            answer["loaded" if fits else "skipped"][item.name] = embedding_json(item)
+        return answer
+
+    @router.post("/refresh-embeddings")
+    def refresh_embeddings(request: Request) -> None:
+        library().scan()
+
+    @router.get("/hypernetworks")
+    def hypernetworks(request: Request) -> list[dict[str, Any]]:
+        return []  # obsolete since LoRA; Obscura does not load them
+
+    @router.get("/sd-vae")
+    def sd_vae(request: Request) -> list[dict[str, Any]]:
+        return [
+            {"model_name": item.path.name, "filename": shown_path(item, library())}
+            for item in library().items("vae")
+        ]
+
+    @router.post("/refresh-vae")
+    def refresh_vae(request: Request) -> None:
+        library().scan()
+
+    @router.get("/sd-modules")
+    def sd_modules(request: Request) -> list[dict[str, Any]]:
+        # Forge's list of separately loadable modules: here the VAEs (no text encoders).
+        return sd_vae(request)
+
+    @router.get("/upscalers")
+    def upscalers(request: Request) -> list[dict[str, Any]]:
+        from core.upscale import PIXEL_UPSCALERS
+
+        builtin = [
+            {"name": name, "model_name": None, "model_path": None, "model_url": None,
+             "scale": 4}
+            for name in PIXEL_UPSCALERS
+        ]
+        return builtin + [
+            {"name": item.name, "model_name": item.detail.get("family"),
+             "model_path": shown_path(item, library()), "model_url": None,
+             "scale": item.detail.get("scale") or 4}
+            for item in library().items("upscaler")
+        ]
+
+    @router.get("/latent-upscale-modes")
+    def latent_upscale_modes(request: Request) -> list[dict[str, Any]]:
+        from core.upscale import LATENT_MODES
+
+        return [{"name": name} for name in LATENT_MODES]
 
     @router.get("/options")
     def get_options(request: Request) -> dict[str, Any]:
@@ -118,11 +233,15 @@ def build_api_router(studio: Studio) -> APIRouter:
         embed = False
         if studio.accounts is not None:
             embed = studio.accounts.settings(viewer.user_id).embed_parameters
+        vae = models.vae_of(viewer.user_id)
+        vae_file = next(
+            (v.path.name for v in library().items("vae") if v.name == vae), "Automatic"
+        )
         return {
             "sd_model_checkpoint": models.of(viewer.user_id),
             "sd_checkpoint_hash": None,
-            "sd_vae": "Automatic",
-            "CLIP_stop_at_last_layers": 1,
+            "sd_vae": vae_file,
+            "CLIP_stop_at_last_layers": models.clip_skip_of(viewer.user_id),
             "samples_format": "png",
             "enable_pnginfo": embed,
             "live_previews_enable": True,
@@ -135,9 +254,20 @@ def build_api_router(studio: Studio) -> APIRouter:
         data = await read_json(request, 1_000_000)
         if not isinstance(data, dict):
             raise ApiError(422, "invalid_body", "The request body must be a JSON object.")
+        # Each option is checked before any is kept: a bad one changes nothing. Options other
+        # than these are AUTOMATIC1111's own; ignored, as it ignores unknowns.
+        vae = clip_skip = None
+        if "sd_vae" in data:
+            vae = await asyncio.to_thread(library_vae, studio, data["sd_vae"], "sd_vae")
+        if "CLIP_stop_at_last_layers" in data:
+            clip_skip = clip_skip_of(data["CLIP_stop_at_last_layers"], "CLIP_stop_at_last_layers")
         title = data.get("sd_model_checkpoint")
         if title is None:
-            return None  # other options are AUTOMATIC1111's own; ignored, as it ignores unknowns
+            if "sd_vae" in data:
+                models.choose_vae(viewer.user_id, vae)
+            if clip_skip is not None:
+                models.choose_clip_skip(viewer.user_id, clip_skip)
+            return None
         if not isinstance(title, str) or not title.strip():
             raise ApiError(422, "invalid_value", "sd_model_checkpoint: expected a model name.",
                            "sd_model_checkpoint")
@@ -147,6 +277,10 @@ def build_api_router(studio: Studio) -> APIRouter:
         except InputError as err:
             raise input_problem(err, "sd_model_checkpoint") from None
         models.choose(viewer.user_id, name)
+        if "sd_vae" in data:
+            models.choose_vae(viewer.user_id, vae)
+        if clip_skip is not None:
+            models.choose_clip_skip(viewer.user_id, clip_skip)
         return None
 
     @router.get("/progress")

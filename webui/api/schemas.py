@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from core.upscale import MAX_EXTRAS_SCALE, MAX_OUTPUT_SIDE
 from core.engine import (
     MAX_BATCH,
     MAX_GUIDANCE,
@@ -51,6 +52,10 @@ MAX_S_TMAX = 999.0
 MAX_S_TMIN = 10.0
 MAX_S_NOISE = 1.1
 MAX_S_MIN_UNCOND = 15.0
+
+# The override_settings Obscura follows for one call (webui.api.generation); others are ignored
+# and named in obscura_ignored.
+OVERRIDES = frozenset({"sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers"})
 
 # field → (lowest, highest): every bounded number of the bodies below, for docs and errors.
 BOUNDS: dict[str, tuple[float, float]] = {}

@@ -81,6 +81,10 @@ API_ROUTES = re.compile(
 MAX_BODY = 64 * 1024 * 1024
 MAX_DEPTH = 64  # nesting of a checked JSON body (Gradio's values nest a few levels)
 FILE_URL = f"{API}/file="
+# A 401 for the AUTOMATIC1111 API, or for a caller who sent HTTP Basic credentials, asks for
+# them again as A1111's --api-auth does; a browser's own fetches (no credentials, not the API)
+# never get it, so a lapsed session shows no Basic dialog.
+BASIC_REALM = 'Basic realm="Obscura API", charset="UTF-8"'
 
 
 class OwnershipFull(Exception):
@@ -228,7 +232,10 @@ class AccessGuard:
             target = "/login" + (f"?{query}" if query.startswith("lang=") else "")
             await RedirectResponse(target, status_code=303)(scope, receive, send)
             return
-        await _deny(scope, receive, send, 401, "Log in first.")
+        basic = headers.get("authorization", "").strip().lower().startswith("basic ")
+        asks = basic or scope.get("path", "").startswith("/sdapi/")
+        await _deny(scope, receive, send, 401, "Log in first.",
+                    {"www-authenticate": BASIC_REALM} if asks else None)
 
     async def _gradio_api(
         self, scope: Scope, receive: Receive, send: Send, route: str, user: str
