@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from core import pipelines
+from core import conditioning, pipelines
 from core.devices import DevicePlan, plan, resolve_device, resolve_dtype
 from core.errors import InputError, JobCancelled, ModelError
 from core.preview import latents_to_preview
@@ -275,6 +275,7 @@ class Engine:
                     "Seed must be between 0 and {max}, or -1 for random.",
                     max=MAX_SEED,
                 )
+        conditioning.check_clip_skip(request.clip_skip)
         if request.mode != "txt2img":
             strength = _number(request.strength, float, "strength_out_of_range", "Strength")
             if not 0.0 < strength <= 1.0:
@@ -358,9 +359,18 @@ class Engine:
             width, height = self._size(request, info)
             generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
 
+            # A1111's prompt syntax, long prompts and CLIP skip (core/conditioning.py); for a
+            # plain prompt the embeddings are exactly what diffusers would make from the text.
+            with torch.inference_mode():
+                prompts = conditioning.encode_for_steps(
+                    pipe,
+                    request.prompt,
+                    request.negative_prompt,
+                    steps,
+                    clip_skip=int(request.clip_skip) if info.arch == "sd1" else 1,
+                )
             kwargs: dict[str, Any] = {
-                "prompt": request.prompt,
-                "negative_prompt": request.negative_prompt or None,
+                **prompts.kwargs(),
                 "num_inference_steps": steps,
                 "guidance_scale": guidance,
                 "num_images_per_prompt": batch,
@@ -388,10 +398,13 @@ class Engine:
                         else None
                     )
                     on_step(step + 1, total, preview)
+                variant = prompts.at_step(step + 1)
+                if variant is not None:  # prompt editing: the next step has another prompt
+                    tensors.update(conditioning.step_tensors(pipe_, prompts, variant, tensors))
                 return tensors
 
             kwargs["callback_on_step_end"] = on_step_end
-            kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
+            kwargs["callback_on_step_end_tensor_inputs"] = ["latents", *prompts.step_inputs(pipe)]
             with torch.inference_mode():
                 output = pipe(**kwargs)
             return GenerationResult(
