@@ -235,6 +235,31 @@ def upscaler_family(keys: list[str]) -> str | None:
     return None
 
 
+def spandrel_family(header: dict[str, Any]) -> str | None:
+    """spandrel's own detection (every architecture core.upscale loads), run on shape-only
+    ("meta") tensors built from the header: nothing is read from the file's data. Only for
+    files in an upscaler folder that :func:`upscaler_family` does not know."""
+    try:
+        import torch
+
+        from core.upscale import load_spandrel
+
+        registry = load_spandrel()
+    except (ImportError, ModelError):
+        return None
+    state = {
+        key: torch.empty(_shape(header, key), device="meta") for key in _tensor_keys(header)
+    }
+    for support in registry.architectures("detection"):
+        try:
+            found = support.detect(state)
+        except Exception:  # a detector that trips on an odd state dict: not this one
+            found = False
+        if found:
+            return str(support.architecture.name)
+    return None
+
+
 def _upscaler_scale(family: str, header: dict[str, Any], keys: list[str], name: str) -> int | None:
     if family == "ESRGAN" and "conv_first.weight" in keys:
         ups = sum(1 for k in keys if re.fullmatch(r"conv_up\d\.weight", k))
@@ -286,6 +311,8 @@ def detect_kind(header: dict[str, Any], hint: str | None = None) -> str | None:
         return "embedding"
     if hint == "embedding" and len(keys) == 1:
         return "embedding"
+    if hint == "upscaler" and spandrel_family(header) is not None:
+        return "upscaler"
     return None
 
 
@@ -410,6 +437,20 @@ def _where(path: Path, root: Path) -> dict[str, str]:
     return {"file_name": path.name, "relative": relative}
 
 
+def _folder_names(folder: Path) -> set[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return {entry.name.lower() for entry in entries if entry.is_dir()}
+    except OSError:
+        return set()
+
+
+def is_external_layout(folder: Path) -> bool:
+    """True when ``folder`` has A1111's or ComfyUI's sub-folders: someone else's models folder,
+    which Obscura only reads."""
+    return bool(_folder_names(Path(folder)) & set(KIND_FOLDERS))
+
+
 class _Budget:
     def __init__(self, limit: int) -> None:
         self.left = limit
@@ -462,11 +503,7 @@ class ModelLibrary:
         return []
 
     def _folder_names(self) -> set[str]:
-        try:
-            with os.scandir(self.models_dir) as entries:
-                return {entry.name.lower() for entry in entries if entry.is_dir()}
-        except OSError:
-            return set()
+        return _folder_names(self.models_dir)
 
     def _is_a1111_layout(self) -> bool:
         return bool(self._folder_names() & {"stable-diffusion", "lora", "lycoris", "esrgan"})
@@ -482,7 +519,7 @@ class ModelLibrary:
 
     def is_external_layout(self) -> bool:
         """True when the models folder has A1111's or ComfyUI's sub-folders (never written to)."""
-        return bool(self._folder_names() & set(KIND_FOLDERS))
+        return is_external_layout(self.models_dir)
 
     def scan(self) -> None:
         self._found: dict[str, list[LibraryItem]] = {kind: [] for kind in KINDS}
@@ -606,6 +643,7 @@ class ModelLibrary:
             return
         if suffix not in SAFETENSORS_SUFFIXES:
             return  # previews, notes, .yaml configs, civitai.info: not model files
+        kind: str | None = None
         try:
             header = read_safetensors_header(path)
             kind = detect_kind(header, hint)
@@ -620,7 +658,8 @@ class ModelLibrary:
             item = self._describe(kind, header, name, path)
             item.detail.update(_where(path, root))
         except ModelError as err:
-            self._refuse(hint or "checkpoint", name, err.message, path)
+            # A file whose kind its header told (a LoHa in a flat folder) is refused as that kind.
+            self._refuse(kind or hint or "checkpoint", name, err.message, path)
             log.info("model refused: %s", err.code)
             return
         self._add(item)
@@ -648,7 +687,7 @@ class ModelLibrary:
             detail = _vae_detail(header, keys)
             arch = None  # SD 1.x, 2.x and SDXL VAEs share one shape
         else:
-            family = upscaler_family(keys) or "unknown"
+            family = upscaler_family(keys) or spandrel_family(header) or "unknown"
             detail = {"family": family, "scale": _upscaler_scale(family, header, keys, name)}
             arch = None
         return LibraryItem(kind, name, path, arch, detail)

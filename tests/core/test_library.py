@@ -525,3 +525,39 @@ def test_only_headers_are_read(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(Path, "open", counting_open)
     assert [i.name for i in ModelLibrary(tmp_path).items("lora")] == ["x"]
     assert sum(read_sizes) == 8 + header_length < path.stat().st_size
+
+
+# -- upscalers: the tensor names of real spandrel architectures ------------------------------
+TINY_UPSCALERS = {
+    "ESRGAN": dict(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=4),
+    "Compact": dict(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=4),
+    "SwinIR": dict(embed_dim=12, depths=[1], num_heads=[1], window_size=4, upscale=4,
+                   upsampler="pixelshuffle"),
+    "Swin2SR": dict(embed_dim=12, depths=[1], num_heads=[1], window_size=4, upscale=4,
+                    upsampler="pixelshuffle"),
+    "DAT": dict(embed_dim=12, depth=[2], num_heads=[2], upscale=2),
+    "HAT": dict(embed_dim=12, depths=(1,), num_heads=(1,), window_size=4, upscale=4,
+                squeeze_factor=2, compress_ratio=2),
+    "SPAN": dict(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=4),
+    "OmniSR": dict(num_feat=8, up_scale=4),
+    "PLKSR": dict(dim=8, n_blocks=1, upscaling_factor=4, kernel_size=5),
+    "SAFMN": dict(dim=8, n_blocks=1, upscaling_factor=4),  # known to spandrel only
+}
+
+
+@pytest.mark.parametrize("arch", sorted(TINY_UPSCALERS))
+def test_upscalers_are_recognised_as_spandrel_recognises_them(tmp_path: Path, arch: str):
+    import importlib
+
+    from core.upscale import load_spandrel, spandrel_available
+
+    if not spandrel_available():
+        pytest.skip("spandrel is not installed")
+    load_spandrel()  # spandrel without its torchvision-importing __init__ (core/upscale.py)
+
+    module = importlib.import_module(f"spandrel.architectures.{arch}")
+    state = getattr(module, arch)(**TINY_UPSCALERS[arch]).state_dict()
+    _save(tmp_path / "upscale_models" / f"tiny-{arch}.safetensors", dict(state))
+    [item] = ModelLibrary(tmp_path).items("upscaler")
+    loaded = load_spandrel().load(state)
+    assert item.detail["family"] == loaded.architecture.name
