@@ -10,6 +10,11 @@ Prints a Markdown table (paste into docs/benchmarks.md with the machine it ran o
 
     python bench/api.py               # personal mode, demo model, CPU
     python bench/api.py --runs 20 --size 128
+    python bench/api.py --cpu         # server CPU per job: web UI vs API, 20 sessions at once
+
+``--cpu`` runs the server in a process of its own and reads its CPU time (psutil, all threads)
+around the same number of 64 px jobs sent by 20 concurrent web UI sessions (gradio_client) and
+by 20 concurrent API callers.
 """
 
 from __future__ import annotations
@@ -65,13 +70,109 @@ def interleaved(paths: dict[str, Callable[[], None]], runs: int) -> dict[str, fl
     return {name: median_ms(samples) for name, samples in times.items()}
 
 
+SERVER = """
+import sys
+from pathlib import Path
+import core
+from core.demo import save_demo_model
+from webui.config import Settings
+from webui.ramdir import RamDir
+tmp, port = Path(sys.argv[1]), int(sys.argv[2])
+save_demo_model(tmp / "models" / "demo-tiny-sd", arch="sd")
+ram = RamDir(root=tmp / "ram", on_ram=False)
+ram.activate()  # GRADIO_TEMP_DIR before gradio is imported
+import uvicorn
+from webui.server import build_app, prepare
+studio, _, _ = prepare(Settings(data_dir=tmp / "data", models_dir=tmp / "models", port=port), ram)
+uvicorn.run(build_app(studio), host="127.0.0.1", port=port, log_level="warning")
+"""
+
+
+def cpu_per_job(sessions: int, jobs: int, steps: int) -> None:
+    import subprocess
+    import sys
+
+    import psutil
+    from gradio_client import Client
+
+    tmp = Path(tempfile.mkdtemp(prefix="obscura-bench-cpu-"))
+    with __import__("socket").socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-c", SERVER, str(tmp), str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).is_success:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, "no server"
+            time.sleep(0.3)
+        server = psutil.Process(process.pid)
+        ui_args = dict(prompt=PROMPT, negative_prompt="", style="", model="", sampler=SAMPLER,
+                       num_inference_steps=steps, guidance_scale=GUIDANCE, width=64, height=64,
+                       seed=1, batch_size=1, api_name="/txt2img")
+        api_body = {"prompt": PROMPT, "width": 64, "height": 64, "steps": steps, "seed": 1,
+                    "sampler_name": SAMPLER, "cfg_scale": GUIDANCE}
+        clients = [Client(url + "/", verbose=False) for _ in range(sessions)]
+        api_client = httpx.Client(timeout=300, limits=httpx.Limits(max_connections=sessions))
+
+        def ui(index: int) -> None:
+            for _ in range(jobs):
+                clients[index].predict(**ui_args)
+
+        def api(index: int) -> None:
+            for _ in range(jobs):
+                assert api_client.post(f"{url}/sdapi/v1/txt2img", json=api_body).is_success
+
+        def measure(work: Callable[[int], None]) -> tuple[float, float]:
+            work(0)  # warm-up
+            threads = [threading.Thread(target=work, args=(i,)) for i in range(sessions)]
+            before, started = server.cpu_times(), time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            after, wall = server.cpu_times(), time.perf_counter() - started
+            cpu = (after.user - before.user) + (after.system - before.system)
+            return cpu / (sessions * jobs) * 1000, wall / (sessions * jobs) * 1000
+
+        rows = []
+        for _ in range(2):  # interleaved
+            rows.append(("web UI", *measure(ui)))
+            rows.append(("API", *measure(api)))
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    print(f"Server CPU per 64 px job ({steps} steps), {sessions} sessions at once, "
+          f"{sessions * jobs} jobs per round, {psutil.cpu_count()} CPUs")
+    print()
+    print("| round | caller | server CPU per job (ms) | wall per job (ms) |")
+    print("|---|---|---:|---:|")
+    for index, (caller, cpu, wall) in enumerate(rows):
+        print(f"| {index // 2 + 1} | {caller} | {cpu:.0f} | {wall:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--size", type=int, default=64, help="picture side in pixels")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--photo", type=int, default=1024, help="init image side in pixels")
+    parser.add_argument("--cpu", action="store_true", help="server CPU per job: UI vs API")
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=5, help="jobs per session (--cpu)")
     args = parser.parse_args()
+    if args.cpu:
+        cpu_per_job(args.sessions, args.jobs, args.steps)
+        return
 
     from webui.server import build_app, prepare, shutdown
 

@@ -20,8 +20,10 @@ The path of a run, each step owned here (the UI, :mod:`webui.ui.common`, and the
    back outside the blurred mask after inpainting (AUTOMATIC1111's overlay) and **shreds** the
    spool when the run cannot go on — done, failed, cancelled, interrupted, the caller gone; the
    run's ``finally`` shreds as well, however it ends.
-6. **wait** without polling: :func:`core.jobs.watch` wakes the run on each step and queue move;
-   an :class:`Update` carries the position, the step and a preview only when it changed.
+6. **wait** without polling: ``Job.subscribe`` + ``call_soon_threadsafe`` (as
+   :func:`core.jobs.watch`, but subscribed at submission) wake the run on each step, queue move
+   and end; an :class:`Update` carries the position, the step and a preview only when it changed,
+   at most every ``every`` seconds (the UI: 4 a second; the API: none, only the answer).
 7. **deliver**: each picture is encoded once with :func:`privacy.output.encode_picture` (the AI
    label; the parameters text only when the account opted in), sealed into the owner's gallery
    when asked (accounts mode, to the key as of submission), and handed back as PNG bytes + the
@@ -37,6 +39,7 @@ field of :class:`core.engine.GenerationRequest`); scrubbing, spooling and shredd
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
 import time
@@ -48,7 +51,7 @@ from PIL import Image, ImageFilter, ImageOps
 
 from core.engine import MAX_SEED, GenerationRequest, GenerationResult
 from core.errors import InputError
-from core.jobs import Job, JobState, watch
+from core.jobs import Job, JobState
 from privacy.output import encode_picture
 from privacy.scrub import scrub
 from webui.infotext import infotext
@@ -254,8 +257,13 @@ def _clean_images(studio: Studio, inputs: RunInputs) -> dict[str, Image.Image]:
     return pictures
 
 
-async def paint(studio: Studio, owner: str, inputs: RunInputs) -> AsyncIterator[Update]:
+async def paint(
+    studio: Studio, owner: str, inputs: RunInputs, *, every: float | None = 0.0
+) -> AsyncIterator[Update]:
     """Run ``inputs`` for ``owner``, yielding :class:`Update` s; the last has the answer.
+
+    ``every``: updates come on each change of the job, but no more often than every ``every``
+    seconds (the newest state, coalesced; the end is never delayed); ``None``: only the answer.
 
     Raises :class:`core.errors.InputError` / :class:`privacy.errors.PrivacyError` (one sentence;
     ``shutting_down`` when the server stops) or ``RuntimeError`` (the engine failed). Closing
@@ -332,9 +340,9 @@ async def paint(studio: Studio, owner: str, inputs: RunInputs) -> AsyncIterator[
             if run.interrupted:  # an interrupt that came while this batch was being queued
                 job.cancel()
             last_preview: Any = None
-            changes = watch(job)
+            wake = _Wake(job)  # subscribed now: no change between here and the wait is lost
             try:
-                while not job.done:  # now (the place in line), then on every change
+                while every is not None and not job.done:  # now, then on every change
                     if job.state is JobState.QUEUED:
                         position = studio.queue.position(job)
                         yield Update("queued" if position > 0 else "starting", position=position,
@@ -347,9 +355,10 @@ async def paint(studio: Studio, owner: str, inputs: RunInputs) -> AsyncIterator[
                                      iteration=index, preview=fresh)
                     else:
                         yield Update("starting", iteration=index)
-                    await anext(changes, None)
+                    await wake.change(every)
+                await wake.ended
             finally:
-                await changes.aclose()
+                wake.unsubscribe()
             if job.state is JobState.DONE and job.result is not None:
                 results.append(job.result)
             elif job.state is JobState.FAILED:
@@ -371,6 +380,36 @@ async def paint(studio: Studio, owner: str, inputs: RunInputs) -> AsyncIterator[
         for ended in jobs:
             if ended.done:
                 studio.queue.forget(ended)
+
+
+class _Wake:
+    """Wakes the run's coroutine from the worker thread (``Job.subscribe`` +
+    ``call_soon_threadsafe``): ``change`` returns on the next change (coalesced), ``ended`` is
+    set once the job has ended."""
+
+    def __init__(self, job: Job) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        self.ended: asyncio.Future[None] = self._loop.create_future()
+        self.unsubscribe = job.subscribe(self._listener)
+
+    def _listener(self, job: Job) -> None:  # on the worker thread
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._loop.call_soon_threadsafe(self._set, job.done)
+
+    def _set(self, done: bool) -> None:
+        self._changed.set()
+        if done and not self.ended.done():
+            self.ended.set_result(None)
+
+    async def change(self, every: float) -> None:
+        """No sooner than ``every`` seconds (unless the job ends), then on the next change —
+        at once if it changed meanwhile."""
+        if every > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.ended), every)
+        await self._changed.wait()
+        self._changed.clear()
 
 
 def _deliver(

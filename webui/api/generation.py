@@ -232,7 +232,7 @@ class Generation:
 
         async def run() -> Answer | None:
             answer = None
-            async for update in paint(self.studio, owner, inputs):
+            async for update in paint(self.studio, owner, inputs, every=None):
                 answer = update.answer or answer
             return answer
 

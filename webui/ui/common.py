@@ -15,7 +15,16 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from core.engine import MAX_BATCH, MAX_GUIDANCE, MAX_SEED, MAX_SIZE, MAX_STEPS, GenerationRequest
+from core.conditioning import MAX_CLIP_SKIP, check_clip_skip
+from core.engine import (
+    MAX_BATCH,
+    MAX_GUIDANCE,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_SIZE,
+    MAX_STEPS,
+    GenerationRequest,
+)
 from core.errors import InputError
 from core.samplers import sampler_names
 from privacy.errors import PrivacyError
@@ -27,9 +36,10 @@ from webui.studio import Studio
 from webui.styles import find_style
 
 log = logging.getLogger("obscura.webui")
-# A step update (status + preview) is sent at most this often per job; queue moves, the start
-# and the end are sent at once. Every update costs Gradio a postprocess, a diff and an SSE
-# message; a preview is encoded only when it changed and is about to be sent.
+# After the first status, an update (step, place in line, preview) is sent at most this often
+# per job; the end is sent at once. Every update costs Gradio a postprocess, a diff and an SSE
+# message (with 20 people waiting, every job that ends moves 19 places in line); a preview is
+# encoded only when it changed and is about to be sent.
 STEP_UPDATE_SECONDS = 0.25
 # A browser session unused this long is dropped from Gradio's per-session state (the last
 # pictures it showed, its components), so memory stays flat however many sessions come and go.
@@ -67,10 +77,38 @@ class Controls:
     height: RawNumber
     seed: RawNumber
     batch: RawSlider
+    vae: gr.Dropdown
+    clip_skip: RawSlider
+    lora: gr.Dropdown
 
     def inputs(self) -> list[Any]:
         return [self.style, self.model, self.sampler, self.steps, self.guidance, self.width,
                 self.height, self.seed]
+
+    def library_inputs(self) -> list[Any]:
+        """VAE and CLIP skip: after the pictures per run, so older scripts keep working."""
+        return [self.vae, self.clip_skip]
+
+    def add_lora_to(self, studio: Studio, prompt: gr.Textbox) -> None:
+        """Choosing a LoRA appends ``<lora:NAME:1>`` to ``prompt`` (the engine reads the tag)."""
+
+        def add(text: Any, name: Any) -> tuple[str, str]:
+            return with_lora(studio, _text(text) or "", _text(name) or ""), ""
+
+        self.lora.input(add, [prompt, self.lora], [prompt, self.lora],
+                        api_visibility="private", show_progress="hidden")
+
+
+def with_lora(studio: Studio, prompt: str, name: str) -> str:
+    """``prompt`` with ``<lora:name:1>`` appended, for a LoRA of the library that the prompt
+    does not name yet; unchanged otherwise (or when it would pass the prompt's length)."""
+    if name not in {item.name for item in studio.registry.library.items("lora")}:
+        return prompt
+    tag = f"<lora:{name}:1>"
+    if f"<lora:{name}:" in prompt:
+        return prompt
+    joined = f"{prompt.rstrip()}, {tag}" if prompt.strip() else tag
+    return joined if len(joined) <= MAX_PROMPT_CHARS else prompt
 
 
 def settings_controls(studio: Studio, *, with_size: bool = True) -> Controls:
@@ -98,6 +136,18 @@ def settings_controls(studio: Studio, *, with_size: bool = True) -> Controls:
             [("—", "")] + [(n, n) for n in sampler_names()], value="", label=label("sampler"),
             allow_custom_value=True,
         )
+        library = studio.registry.library
+        with gr.Row():
+            vae = gr.Dropdown(
+                [("Automatic", "")] + [(v.name, v.name) for v in library.items("vae")],
+                value="", label=label("vae"), elem_id="vae", allow_custom_value=True,
+            )
+            clip_skip = RawSlider(1, MAX_CLIP_SKIP, value=1, step=1, label=label("clip_skip"),
+                                  elem_id="clip-skip")
+        lora = gr.Dropdown(
+            [("—", "")] + [(item.name, item.name) for item in library.items("lora")],
+            value="", label=label("lora_add"), elem_id="lora-add",
+        )
         with gr.Row():
             # The browser shows the engine's ranges; the server gets the raw value
             # (RawNumber) and build_request + the engine check it, in the person's language.
@@ -122,7 +172,8 @@ def settings_controls(studio: Studio, *, with_size: bool = True) -> Controls:
     last_seed = gr.State(-1)
     random_seed.click(lambda: -1, None, seed, api_visibility="private")
     reuse_seed.click(lambda last: last, last_seed, seed, api_visibility="private")
-    controls = Controls(style, model, sampler, steps, guidance, width, height, seed, batch)
+    controls = Controls(style, model, sampler, steps, guidance, width, height, seed, batch,
+                        vae, clip_skip, lora)
     controls.last_seed = last_seed  # type: ignore[attr-defined]
     return controls
 
@@ -141,6 +192,8 @@ def build_request(
     seed: Any,
     batch_size: Any = 1,
     strength: Any = None,
+    vae: Any = None,
+    clip_skip: Any = None,
 ) -> GenerationRequest:
     """Page values (or whatever a script posts) → request; the engine checks the ranges
     (:meth:`core.engine.Engine.validate`: the same bounds as the API and the CLI).
@@ -157,6 +210,9 @@ def build_request(
 
     guidance = _finite(guidance_scale, "Guidance")
     strength_value = _finite(strength, "Strength")
+    # CLIP skip: empty or 0 = 1 (the last layer); the VAE by library name, "" = the model's own.
+    skip = _whole(clip_skip, "CLIP skip", default=0)
+    vae_name = (_text(vae) or "").strip()
     return GenerationRequest(
         prompt=prompt,
         negative_prompt=negative,
@@ -169,6 +225,8 @@ def build_request(
         seed=_whole(seed, "Seed", default=-1),
         sampler=_text(sampler) or None,
         model=_text(model) or None,
+        clip_skip=1 if skip is None else check_clip_skip(skip),
+        vae=None if vae_name.lower() in ("", "automatic", "none") else vae_name,
     )
 
 
@@ -270,9 +328,8 @@ async def stream(
     preview_url: str | None = None
     pending: Image.Image | None = None
     status = ""
-    sent = 0.0
     try:
-        async for update in paint(studio, viewer.user_id, inputs):
+        async for update in paint(studio, viewer.user_id, inputs, every=STEP_UPDATE_SECONDS):
             answer = update.answer
             if answer is not None:
                 if answer.interrupted and not answer.pictures:
@@ -289,8 +346,6 @@ async def stream(
             if update.state == "queued":
                 new_status = text("queued", lang, position=update.position)
             elif update.state == "running":
-                if time.monotonic() - sent < STEP_UPDATE_SECONDS:
-                    continue  # the next wake brings the newest step
                 new_status = text("running", lang, step=update.step, total=update.total)
             else:
                 new_status = text("starting", lang)
@@ -300,7 +355,6 @@ async def stream(
             elif new_status == status:
                 continue
             status = new_status
-            sent = time.monotonic()
             yield None, preview_url, status, gr.skip()
     except (InputError, PrivacyError) as err:
         raise gr.Error(error_text(err, lang), print_exception=False) from None
