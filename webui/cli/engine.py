@@ -420,3 +420,81 @@ def models(
         click.echo(f"  refused: {where} ({KIND_TITLES[refused.kind]}): {refused.reason}")
     for note in library.notes:
         click.echo(f"Note: {note}")
+
+
+CONVERT_WARNING = (
+    "Warning: {name} is a pickle. Opening a pickle can run any code its author put in it.\n"
+    "Obscura opens it only with torch.load(weights_only=True), which builds tensors and refuses\n"
+    "anything else, in a separate process with no network and no other program. That is a strong\n"
+    "guard, not a proof: convert only files from sources you have reason to trust."
+)
+
+
+@models.command("convert")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The .safetensors file to write (default: <name>.safetensors in Obscura's own models "
+    "folder; never beside the input, nor in an A1111/ComfyUI folder).",
+)
+@click.option("--yes", is_flag=True, help="Convert without asking after the warning.")
+@folders_option
+@click.pass_context
+def convert(
+    ctx: click.Context,
+    file: Path,
+    out_path: Path | None,
+    yes: bool,
+    data_dir: Path | None,
+    models_dir: Path | None,
+) -> None:
+    """Convert one pickle (.pth/.pt/.ckpt/.bin: an upscaler, LoRA, embedding, VAE or
+    checkpoint) into a .safetensors file Obscura can use.
+
+    The pickle is opened in a separate process with no network, with
+    torch.load(weights_only=True) only: a file that would run code is refused, not converted.
+    Example:
+
+    \b
+      obscura models convert ~/Downloads/4x-UltraSharp.pth
+    """
+    from core.convert import convert_pickle
+    from core.library import KIND_TITLES, is_external_layout
+
+    given = ctx.obj or {}
+    settings = _settings(data_dir or given.get("data_dir"), models_dir or given.get("models_dir"))
+    own = (
+        settings.data_dir / "models"
+        if is_external_layout(settings.models_path)
+        else settings.models_path
+    )
+    target = out_path or own / f"{file.stem}.safetensors"
+    click.echo(CONVERT_WARNING.format(name=file.name), err=True)
+    if not yes:
+        click.confirm("Convert it?", abort=True, err=True)
+    try:
+        done = convert_pickle(file, target)
+    except InputError as err:
+        raise click.ClickException(str(err)) from None
+    kind = KIND_TITLES.get(done.kind or "", "")
+    facts = [f"{done.tensors} tensors"]
+    if done.unwrapped:
+        facts.append(f"taken from its '{done.unwrapped}' entry")
+    if done.dropped:
+        facts.append(f"{done.dropped} entries that were not tensors left out")
+    click.echo(f"Converted: {done.output}  ({kind + ' file, ' if kind else ''}{', '.join(facts)})")
+    click.echo(f"Network guard in the converter: {done.network_guard}.")
+    if done.kind is None:
+        click.echo(
+            "Note: Obscura does not recognise the result as a model file it can use "
+            "(see docs/models.md)."
+        )
+    try:
+        done.output.resolve().relative_to(settings.models_path.resolve())
+    except ValueError:
+        click.echo(
+            f"To use it, move it into your models folder ({settings.models_path}); "
+            "Obscura does not write there itself."
+        )
