@@ -289,3 +289,48 @@ def test_override_settings_choose_vae_and_clip_skip_for_one_call(server: Running
     response = httpx.post(f"{server.url}/sdapi/v1/txt2img", headers=alice.bearer, timeout=60,
                           json=small(override_settings={"sd_vae": "secret-vae-name"}))
     assert "secret-vae-name" not in assert_error(response, 422)["detail"]
+
+
+# -- the UI's controls ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def personal(library_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    yield from start_server(tmp_path_factory.mktemp("library-personal"), library_dir,
+                            accounts=False, default_model=SD)
+
+
+def test_the_pages_offer_vae_clip_skip_and_a_lora_helper(personal: Running):
+    from gradio_client import Client
+
+    config = httpx.get(f"{personal.url}/config").json()
+    by_id = {c["props"].get("elem_id"): c["props"] for c in config["components"]
+             if c["props"].get("elem_id")}
+    assert [value for _label, value in by_id["vae"]["choices"]] == ["", VAE]
+    assert [value for _label, value in by_id["lora-add"]["choices"]] == ["", LORA]
+    assert by_id["clip-skip"]["maximum"] == 12 and by_id["clip-skip"]["value"] == 1
+    ui = Client(personal.url + "/", verbose=False)
+    info = ui.view_api(return_format="dict", print_info=False)
+    for name in ("/txt2img", "/img2img", "/inpaint"):
+        parameters = {p["parameter_name"]: p for p in info["named_endpoints"][name]["parameters"]}
+        assert {"vae", "clip_skip"} <= set(parameters), name
+        assert all(p["parameter_has_default"] for p in parameters.values()), name
+    pictures, _preview, status, *_ = ui.predict(
+        prompt="a fox", width=64, height=64, num_inference_steps=2, vae=VAE, clip_skip=2,
+        api_name="/txt2img")
+    assert len(pictures) == 1 and "seed" in status
+    with pytest.raises(Exception, match="CLIP skip must be a whole number between 1 and 12"):
+        ui.predict(prompt="a fox", width=64, height=64, num_inference_steps=2, clip_skip=13,
+                   api_name="/txt2img")
+
+
+def test_the_lora_helper_appends_one_tag_for_a_library_lora(personal: Running):
+    from webui.ui.common import with_lora
+
+    studio = personal.studio
+    assert with_lora(studio, "", LORA) == f"<lora:{LORA}:1>"
+    assert with_lora(studio, "an otter ", LORA) == f"an otter, <lora:{LORA}:1>"
+    once = with_lora(studio, "an otter", LORA)
+    assert with_lora(studio, once, LORA) == once  # named already
+    assert with_lora(studio, f"x <lora:{LORA}:0.4>", LORA) == f"x <lora:{LORA}:0.4>"
+    assert with_lora(studio, "an otter", "not-in-the-library") == "an otter"
+    long = "x" * 3995
+    assert with_lora(studio, long, LORA) == long  # would pass the prompt's length

@@ -41,6 +41,7 @@ def build(studio: Studio) -> None:
                 stop = cancel_button(studio)
         with gr.Column(scale=1):
             out = output_panel()
+    controls.add_lora_to(studio, prompt)
 
     async def img2img(
         image: str | None = None,
@@ -56,6 +57,8 @@ def build(studio: Studio) -> None:
         height: float | None = None,
         seed: float | None = None,
         batch_size: float | None = None,
+        vae: str | None = None,
+        clip_skip: float | None = None,
         request: gr.Request | None = None,
     ):
         viewer = viewer_of(studio, request)
@@ -70,14 +73,16 @@ def build(studio: Studio) -> None:
             raise gr.Error(error_text(err, lang), print_exception=False) from None
         generation = checked_request(
             studio, request, prompt, negative_prompt, style, model, sampler, num_inference_steps,
-            guidance_scale, width, height, seed, batch_size, strength,
+            guidance_scale, width, height, seed, batch_size, strength, vae=vae,
+            clip_skip=clip_skip,
         )
         async for update in stream(studio, request, generation, photo=data):
             yield update
 
     go.click(
         img2img,
-        [photo, prompt, negative, strength, *controls.inputs(), controls.batch],
+        [photo, prompt, negative, strength, *controls.inputs(), controls.batch,
+         *controls.library_inputs()],
         out.list(controls.last_seed),
         api_name="img2img",
         concurrency_limit=None,

@@ -56,6 +56,7 @@ def build(studio: Studio) -> None:
                 stop = cancel_button(studio)
         with gr.Column(scale=1):
             out = output_panel()
+    controls.add_lora_to(studio, prompt)
 
     async def inpaint(
         image: dict[str, Any] | None = None,
@@ -72,6 +73,8 @@ def build(studio: Studio) -> None:
         height: float | None = None,
         seed: float | None = None,
         batch_size: float | None = None,
+        vae: str | None = None,
+        clip_skip: float | None = None,
         request: gr.Request | None = None,
     ):
         viewer = viewer_of(studio, request)
@@ -101,14 +104,16 @@ def build(studio: Studio) -> None:
             raise gr.Error(text("no_mask", lang), print_exception=False)
         generation = checked_request(
             studio, request, prompt, negative_prompt, style, model, sampler, num_inference_steps,
-            guidance_scale, width, height, seed, batch_size, strength,
+            guidance_scale, width, height, seed, batch_size, strength, vae=vae,
+            clip_skip=clip_skip,
         )
         async for update in stream(studio, request, generation, photo=photo, mask=painted):
             yield update
 
     go.click(
         inpaint,
-        [editor, mask_file, prompt, negative, strength, *controls.inputs(), controls.batch],
+        [editor, mask_file, prompt, negative, strength, *controls.inputs(), controls.batch,
+         *controls.library_inputs()],
         out.list(controls.last_seed),
         api_name="inpaint",
         concurrency_limit=None,

@@ -31,6 +31,7 @@ def build(studio: Studio) -> None:
                 stop = cancel_button(studio)
         with gr.Column(scale=1):
             out = output_panel()
+    controls.add_lora_to(studio, prompt)
 
     async def txt2img(
         prompt: str | None = None,
@@ -44,18 +45,20 @@ def build(studio: Studio) -> None:
         height: float | None = None,
         seed: float | None = None,
         batch_size: float | None = None,
+        vae: str | None = None,
+        clip_skip: float | None = None,
         request: gr.Request | None = None,
     ):
         generation = checked_request(
             studio, request, prompt, negative_prompt, style, model, sampler, num_inference_steps,
-            guidance_scale, width, height, seed, batch_size,
+            guidance_scale, width, height, seed, batch_size, vae=vae, clip_skip=clip_skip,
         )
         async for update in stream(studio, request, generation):
             yield update
 
     go.click(
         txt2img,
-        [prompt, negative, *controls.inputs(), controls.batch],
+        [prompt, negative, *controls.inputs(), controls.batch, *controls.library_inputs()],
         out.list(controls.last_seed),
         api_name="txt2img",
         concurrency_limit=None,
