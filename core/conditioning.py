@@ -238,15 +238,20 @@ def encode_texts(pipe: Any, texts: Sequence[str], clip_skip: int = 1) -> Encoded
             max=layers,
         )
     convert = getattr(pipe, "maybe_convert_prompt", None)
-    parsed = [parse_prompt_attention(text) for text in texts]
-    per_encoder = [[chunk_prompt(p, enc, convert) for p in parsed] for enc in encoders]
-    count = max(len(chunks) for lists in per_encoder for chunks in lists)
-    if count * len(texts) > MAX_ENCODED_CHUNKS:
-        raise InputError(
-            "prompt_too_complex",
-            "The prompt needs too much encoding; shorten it or use fewer [a:b:when] and [a|b] "
-            "edits.",
-        )
+    per_encoder: list[list[list[Chunk]]] = [[] for _ in encoders]
+    count = 0
+    for text in texts:
+        pieces = parse_prompt_attention(text)
+        for lists, encoder in zip(per_encoder, encoders, strict=True):
+            lists.append(chunk_prompt(pieces, encoder, convert))
+            count = max(count, len(lists[-1]))
+        # Every text is padded to the longest: refuse as soon as the total is known to be too big.
+        if count * len(texts) > MAX_ENCODED_CHUNKS:
+            raise InputError(
+                "prompt_too_complex",
+                "The prompt needs too much encoding; shorten it or use fewer [a:b:when] and [a|b] "
+                "edits.",
+            )
 
     columns: list[torch.Tensor] = []
     pooled: torch.Tensor | None = None
