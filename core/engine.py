@@ -24,9 +24,21 @@ from core import conditioning, pipelines
 from core.devices import DevicePlan, plan, resolve_device, resolve_dtype
 from core.errors import InputError, JobCancelled, ModelError
 from core.preview import latents_to_preview
+from core.hires import HiresTarget, check_hires, second_pass_schedule, second_pass_steps
 from core.registry import ARCH_SPECS, ModelInfo, ModelRegistry
 from core.samplers import find_sampler, make_scheduler
 
+from core.upscale import (
+    LATENT_MODES,
+    MAX_EXTRAS_SCALE,
+    MAX_OUTPUT_SIDE,
+    PIXEL_UPSCALERS,
+    UpscalerModels,
+    check_output_size,
+    latent_upscale,
+    resize_pixels,
+    spandrel_available,
+)
 log = logging.getLogger("obscura.core")
 
 MAX_PROMPT_CHARS = 4000
@@ -70,6 +82,21 @@ class HiresFix:
 
 
 @dataclass
+@dataclass
+class Upscale:
+    """AUTOMATIC1111's extras upscale (``/sdapi/v1/extra-single-image``): the photo upscaled by
+    ``scale`` (``resize_mode`` 0) or to ``width`` x ``height`` (``resize_mode`` 1), with
+    ``upscaler`` and optionally a second upscaler blended in at ``upscaler_2_visibility``."""
+
+    scale: float = 2.0  # upscaling_resize
+    width: int = 0  # upscaling_resize_w (with height: resize_mode 1)
+    height: int = 0  # upscaling_resize_h
+    crop: bool = True  # upscaling_crop: fill the box exactly, cropping the overflow
+    upscaler: str = "Lanczos"  # upscaler_1
+    upscaler_2: str = "None"  # upscaler_2
+    upscaler_2_visibility: float = 0.0  # extras_upscaler_2_visibility
+
+
 class GenerationRequest:
     prompt: str
     negative_prompt: str = ""
@@ -93,9 +120,13 @@ class GenerationRequest:
     # AUTOMATIC1111's hires fix (txt2img only); None = off.
     hires: HiresFix | None = None
 
+    # AUTOMATIC1111's extras: upscale ``image`` (no painting); None = a painting job.
+    upscale: Upscale | None = None
     @property
     def mode(self) -> str:
         if self.mask is not None:
+        if self.upscale is not None:
+            return "upscale"
             return "inpaint"
         if self.image is not None:
             return "img2img"
@@ -155,6 +186,7 @@ class Engine:
         self._scheduler_config: dict[str, Any] = {}
         self.plan: DevicePlan | None = None
 
+        self.upscalers = UpscalerModels(self.device)
     # -- models ---------------------------------------------------------------------------
     @property
     def current_model(self) -> str | None:
@@ -324,8 +356,255 @@ class Engine:
             scale = min(1.0, spec.max_size / max(width, height))
             width = max(spec.min_size, int(width * scale) // 8 * 8)
             height = max(spec.min_size, int(height * scale) // 8 * 8)
+        if request.hires is not None:
+            self._check_hires(request, info)
+        if request.upscale is not None:
+            self._check_upscale(request)
             return int(request.width or width), int(request.height or height)
         return int(request.width or spec.default_size), int(request.height or spec.default_size)
+    # -- hires fix and upscalers ----------------------------------------------------------
+    def upscaler_kind(self, name: Any) -> tuple[str, str, Any]:
+        """``(kind, name, library item)`` for an upscaler name (A1111's names): ``latent``,
+        ``pixel`` or ``model``; one sentence for a name that is not there or cannot run."""
+        if not isinstance(name, str) or not name.strip():
+            raise InputError("unknown_upscaler", "Choose an upscaler; /sdapi/v1/upscalers and "
+                             "/sdapi/v1/latent-upscale-modes list them.")
+        for table, kind in ((LATENT_MODES, "latent"), (PIXEL_UPSCALERS, "pixel")):
+            for known in table:
+                if known.lower() == name.strip().lower():
+                    return kind, known, None
+        library = getattr(self.registry, "library", None)
+        if library is None:
+            raise InputError("unknown_upscaler", "That upscaler is not in the models folder's "
+                             "upscaler list.")
+        item = library.find("upscaler", name.strip())
+        if not spandrel_available():
+            from core.upscale import SPANDREL_MISSING
+
+            raise ModelError("upscaler_unavailable", SPANDREL_MISSING)
+        return "model", item.name, item
+
+    def _check_hires(self, request: GenerationRequest, info: ModelInfo) -> HiresTarget:
+        hires = request.hires
+        assert hires is not None
+        if request.mode != "txt2img":
+            raise InputError("hires_not_txt2img",
+                             "The hires fix is for pictures painted from text only; turn it off.")
+        if info.variant == "inpaint":
+            raise InputError("hires_inpaint_model",
+                             "The hires fix needs a model that is not an inpainting model; "
+                             "choose another model or turn the hires fix off.")
+        for text in (hires.prompt, hires.negative_prompt):
+            if text is not None:
+                self.validate(GenerationRequest(prompt=text, model=request.model))
+        if hires.sampler is not None:
+            find_sampler(hires.sampler)
+        self.upscaler_kind(hires.upscaler)
+        width, height = self._size(request, info)
+        spec = info.spec
+        return check_hires(hires, width, height, spec.min_size, spec.max_size, MAX_STEPS)
+
+    def _check_upscale(self, request: GenerationRequest) -> tuple[int, int] | None:
+        """The upscale's bounds; with the picture (None before it is there: a job in line
+        holds none), the size it makes."""
+        upscale = request.upscale
+        assert upscale is not None
+        scale = _number(upscale.scale, float, "upscale_scale_out_of_range", "Upscale by")
+        if not 1.0 <= scale <= MAX_EXTRAS_SCALE:
+            raise InputError("upscale_scale_out_of_range",
+                             "Upscale by must be between 1 and {max}.", max=MAX_EXTRAS_SCALE)
+        for side in (upscale.width, upscale.height):
+            value = _number(side, int, "upscale_size_out_of_range", "Upscale width and height")
+            if not 0 <= value <= MAX_OUTPUT_SIDE:
+                raise InputError("upscale_size_out_of_range",
+                                 "Upscale width and height must be between 0 and {max}.",
+                                 max=MAX_OUTPUT_SIDE)
+        visibility = _number(upscale.upscaler_2_visibility, float,
+                             "upscale_visibility_out_of_range", "Upscaler 2 visibility")
+        if not 0.0 <= visibility <= 1.0:
+            raise InputError("upscale_visibility_out_of_range",
+                             "Upscaler 2 visibility must be between 0 and 1.")
+        for name in (upscale.upscaler, upscale.upscaler_2 if visibility > 0 else "None"):
+            if self.upscaler_kind(name)[0] == "latent":
+                raise InputError("upscale_latent_mode",
+                                 "Latent upscalers work inside the hires fix only; choose "
+                                 "Lanczos or an upscaler model.")
+        if request.image is None:
+            return None
+        width, height = self._upscale_size(request.image.size, upscale)
+        check_output_size(width, height)
+        return width, height
+
+    @staticmethod
+    def _upscale_size(size: tuple[int, int], upscale: Upscale) -> tuple[int, int]:
+        """A1111's extras: the box (resize_mode 1) or ``int(side * scale) // 8 * 8``."""
+        width, height = size
+        if int(upscale.width) > 0 and int(upscale.height) > 0:
+            if upscale.crop:
+                return int(upscale.width), int(upscale.height)
+            scale = max(int(upscale.width) / width, int(upscale.height) / height)
+        else:
+            scale = float(upscale.scale)
+        return max(8, int(width * scale) // 8 * 8), max(8, int(height * scale) // 8 * 8)
+
+    def _upscale_one(
+        self,
+        name: str,
+        image: Image.Image,
+        width: int,
+        height: int,
+        should_stop: Callable[[], bool] | None,
+        on_tile: Callable[[int, int], None] | None = None,
+    ) -> Image.Image:
+        kind, known, item = self.upscaler_kind(name)
+        if kind == "model":
+            return self.upscalers.upscale(item.path, image, width, height, should_stop, on_tile)
+        return resize_pixels(image, width, height, known)
+
+    def _run_upscale(
+        self,
+        request: GenerationRequest,
+        on_step: StepCallback | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> GenerationResult:
+        """An extras job: the photo upscaled (A1111's postprocessing_upscale), no painting."""
+        upscale = request.upscale
+        assert upscale is not None
+        size = self._check_upscale(request)
+        if request.image is None or size is None:
+            raise InputError("upscale_needs_photo", "Add the picture to upscale.", image="photo")
+        width, height = size
+        source = request.image.convert("RGB")
+        box = int(upscale.width) > 0 and int(upscale.height) > 0
+        if box and upscale.crop:
+            # Cover the box, then crop the overflow around the centre (upscaling_crop).
+            scale = max(width / source.width, height / source.height)
+            cover = (max(width, round(source.width * scale)), max(height, round(source.height * scale)))
+        else:
+            cover = (width, height)
+        check_output_size(*cover)
+
+        def on_tile(done: int, total: int) -> None:
+            if on_step is not None:
+                on_step(done, total, None)
+
+        picture = self._upscale_one(upscale.upscaler, source, *cover, should_stop, on_tile)
+        if float(upscale.upscaler_2_visibility) > 0:
+            second = self._upscale_one(upscale.upscaler_2, source, *cover, should_stop)
+            picture = Image.blend(picture, second, float(upscale.upscaler_2_visibility))
+        if picture.size != (width, height):
+            left, top = (picture.width - width) // 2, (picture.height - height) // 2
+            picture = picture.crop((left, top, left + width, top + height))
+        if on_step is not None:
+            on_step(1, 1, None)
+        names = self.upscaler_kind(upscale.upscaler)[1]
+        return GenerationResult(
+            images=[picture],
+            seeds=[0],
+            seed=0,
+            model="",
+            is_demo=False,
+            sampler="",
+            num_inference_steps=0,
+            guidance_scale=0.0,
+            width=width,
+            height=height,
+            mode="upscale",
+            extras={"parameters": {
+                "Postprocess upscale to": f"{width}x{height}",
+                "Postprocess upscaler": names,
+            }},
+        )
+
+    def _hires_pass(
+        self,
+        request: GenerationRequest,
+        info: ModelInfo,
+        first: Any,
+        sampler_name: str,
+        steps: int,
+        guidance: float,
+        seeds: list[int],
+        done_steps: int,
+        prompts: Any,
+        on_step: StepCallback | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> tuple[list[Image.Image], int, int]:
+        """A1111's hires fix after the first pass (``first``: latents for a latent mode, else
+        pictures): upscale, then repaint with the img2img pipeline; returns the pictures."""
+        hires = request.hires
+        assert hires is not None
+        width, height = self._size(request, info)
+        target = check_hires(hires, width, height, info.spec.min_size, info.spec.max_size,
+                             MAX_STEPS)
+        kind, name, _ = self.upscaler_kind(hires.upscaler)
+        pipe = self._pipeline(info, "img2img")
+        if kind == "latent":
+            latents = latent_upscale(first, target.upscale_width, target.upscale_height, name)
+            top, left = target.truncate_y // 2, target.truncate_x // 2
+            image: Any = latents[
+                :, :, top : top + target.height // 8, left : left + target.width // 8
+            ]
+        else:
+            image = [
+                self._upscale_one(name, picture, target.upscale_width, target.upscale_height,
+                                  should_stop).crop(target.crop_box())
+                for picture in first
+            ]
+        if should_stop is not None and should_stop():
+            raise JobCancelled()
+        denoising = float(hires.denoising_strength)
+        if denoising == 0:  # upscale only, no repaint
+            if kind == "latent":
+                return _decode_latents(pipe, image), target.width, target.height
+            return image, target.width, target.height
+        hr_steps = second_pass_steps(steps, hires)
+        schedule, strength = second_pass_schedule(hr_steps, denoising)
+        sampler = find_sampler(hires.sampler or sampler_name)
+        pipe.scheduler = make_scheduler(sampler, self._scheduler_config)
+        hr_prompt = request.prompt if hires.prompt is None else hires.prompt
+        hr_negative = request.negative_prompt if hires.negative_prompt is None else (
+            hires.negative_prompt)
+        if (hr_prompt, hr_negative, hr_steps) != (request.prompt, request.negative_prompt, steps):
+            with torch.inference_mode():
+                prompts = conditioning.encode_for_steps(
+                    pipe, hr_prompt, hr_negative, hr_steps,
+                    clip_skip=int(request.clip_skip) if info.arch == "sd1" else 1,
+                )
+
+        def on_step_end(
+            pipe_: Any, step: int, timestep: Any, tensors: dict[str, Any]
+        ) -> dict[str, Any]:
+            if should_stop is not None and should_stop():
+                raise JobCancelled()
+            if on_step is not None:
+                total = int(getattr(pipe_, "_num_timesteps", None) or hr_steps)
+                preview = (
+                    latents_to_preview(tensors["latents"], info.arch)
+                    if "latents" in tensors
+                    else None
+                )
+                on_step(done_steps + step + 1, done_steps + total, preview)
+            variant = prompts.at_step(step + 1)
+            if variant is not None:
+                tensors.update(conditioning.step_tensors(pipe_, prompts, variant, tensors))
+            return tensors
+
+        with torch.inference_mode():
+            output = pipe(
+                **prompts.kwargs(),
+                image=image,
+                strength=strength,
+                num_inference_steps=schedule,
+                guidance_scale=guidance,
+                num_images_per_prompt=len(seeds),
+                generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
+                output_type="pil",
+                callback_on_step_end=on_step_end,
+                callback_on_step_end_tensor_inputs=["latents", *prompts.step_inputs(pipe)],
+            )
+        return list(output.images), target.width, target.height
+
 
     # -- generation -----------------------------------------------------------------------
     def generate(
@@ -349,6 +628,8 @@ class Engine:
             guidance = float(
                 spec.default_guidance if request.guidance_scale is None else request.guidance_scale
             )
+            if request.upscale is not None:
+                return self._run_upscale(request, on_step, should_stop)
             batch = int(request.batch_size)
             seed = (
                 int(request.seed)
@@ -397,8 +678,14 @@ class Engine:
                         if "latents" in tensors
                         else None
                     )
-                    on_step(step + 1, total, preview)
+                    on_step(step + 1, total + hires_steps, preview)
                 variant = prompts.at_step(step + 1)
+            # The hires fix: the second pass's steps count in the progress from the start.
+            hires_steps = 0
+            if request.hires is not None:
+                hires_steps = second_pass_steps(steps, request.hires)
+                if self.upscaler_kind(request.hires.upscaler)[0] == "latent":
+                    kwargs["output_type"] = "latent"
                 if variant is not None:  # prompt editing: the next step has another prompt
                     tensors.update(conditioning.step_tensors(pipe_, prompts, variant, tensors))
                 return tensors
@@ -408,7 +695,8 @@ class Engine:
             with torch.inference_mode():
                 output = pipe(**kwargs)
             return GenerationResult(
-                images=list(output.images),
+                images=images,
+                extras=extras,
                 seeds=seeds,
                 seed=seed,
                 model=info.name,
@@ -422,6 +710,16 @@ class Engine:
                 strength=None if mode == "txt2img" else float(request.strength),
             )
 
+            images = list(output.images)
+            extras: dict[str, Any] = {}
+            if request.hires is not None:
+                first_total = int(getattr(pipe, "_num_timesteps", None) or steps)
+                images, width, height = self._hires_pass(
+                    request, info, output.images, sampler.name, steps, guidance, seeds,
+                    first_total, prompts, on_step, should_stop,
+                )
+                extras["hires"] = _hires_parameters(request, steps)
+                extras["first_pass_size"] = self._size(request, info)
     def _mode_inputs(
         self,
         request: GenerationRequest,
@@ -455,3 +753,39 @@ class Engine:
         if mode == "inpaint":
             return {"image": image, "mask_image": mask, "strength": strength}
         return {}
+
+
+def _decode_latents(pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
+    """Latents → pictures with the pipeline's VAE (as the pipelines decode)."""
+    vae = pipe.vae
+    config = vae.config
+    with torch.inference_mode():
+        latents = latents.to(vae.device, vae.dtype)
+        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+        if mean is not None and std is not None:
+            shape = (1, latents.shape[1], 1, 1)
+            mean_t = torch.tensor(mean).view(shape).to(latents.device, latents.dtype)
+            std_t = torch.tensor(std).view(shape).to(latents.device, latents.dtype)
+            latents = latents * std_t / config.scaling_factor + mean_t
+        else:
+            latents = latents / config.scaling_factor
+        decoded = vae.decode(latents, return_dict=False)[0]
+    return list(pipe.image_processor.postprocess(decoded, output_type="pil"))
+
+
+def _hires_parameters(request: GenerationRequest, steps: int) -> dict[str, Any]:
+    """A1111's hires fields of ``info`` and the parameters text (no prompt in here)."""
+    hires = request.hires
+    assert hires is not None
+    # In the order AUTOMATIC1111 writes them.
+    parameters: dict[str, Any] = {"Denoising strength": float(hires.denoising_strength)}
+    if int(hires.resize_x) == 0 and int(hires.resize_y) == 0:
+        parameters["Hires upscale"] = float(hires.scale)
+    else:
+        parameters["Hires resize"] = f"{int(hires.resize_x)}x{int(hires.resize_y)}"
+    if int(hires.second_pass_steps):
+        parameters["Hires steps"] = int(hires.second_pass_steps)
+    parameters["Hires upscaler"] = hires.upscaler
+    if hires.sampler is not None and hires.sampler != request.sampler:
+        parameters["Hires sampler"] = find_sampler(hires.sampler).name
+    return parameters
