@@ -177,7 +177,8 @@ STORES: tuple[Store, ...] = (
         name="keys in memory",
         holds="Spool keys; unwrapped gallery private keys of logged-in owners; the login "
         "throttle's counters under a daily HMAC key (no raw username or IP); each API caller's "
-        "chosen model name, by pseudonymous id (until restart); which upload path, Gradio "
+        "chosen model, VAE and CLIP skip (names of the server's shared library, never a LoRA "
+        "or embedding name), by pseudonymous id (until restart); which upload path, Gradio "
         "session and job belong to which pseudonymous id (never written); finished jobs' "
         "results for up to 10 minutes unless fetched; uploads not yet taken by their job (the "
         "bytes as sent, at most 1 GiB in all).",
