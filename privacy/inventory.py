@@ -75,7 +75,8 @@ STORES: tuple[Store, ...] = (
     Store(
         name="models",
         holds="Model weights and their config files, put there by the owner. No user data.",
-        where="`<data-dir>/models/` (or the `models_dir` setting)",
+        where="`<data-dir>/models/` (or the `models_dir` setting, which may be an AUTOMATIC1111 "
+        "or ComfyUI models folder: only read, never written; and the `embeddings_dir` setting)",
         encryption="none (public, non-personal files)",
         retention="until the owner removes them",
         readers="the server process",
