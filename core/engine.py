@@ -23,11 +23,10 @@ from PIL import Image
 from core import conditioning, pipelines
 from core.devices import DevicePlan, plan, resolve_device, resolve_dtype
 from core.errors import InputError, JobCancelled, ModelError
-from core.preview import latents_to_preview
 from core.hires import HiresTarget, check_hires, second_pass_schedule, second_pass_steps
+from core.preview import latents_to_preview
 from core.registry import ARCH_SPECS, ModelInfo, ModelRegistry
 from core.samplers import find_sampler, make_scheduler
-
 from core.upscale import (
     LATENT_MODES,
     MAX_EXTRAS_SCALE,
@@ -39,6 +38,7 @@ from core.upscale import (
     resize_pixels,
     spandrel_available,
 )
+
 log = logging.getLogger("obscura.core")
 
 MAX_PROMPT_CHARS = 4000
@@ -82,7 +82,6 @@ class HiresFix:
 
 
 @dataclass
-@dataclass
 class Upscale:
     """AUTOMATIC1111's extras upscale (``/sdapi/v1/extra-single-image``): the photo upscaled by
     ``scale`` (``resize_mode`` 0) or to ``width`` x ``height`` (``resize_mode`` 1), with
@@ -97,6 +96,7 @@ class Upscale:
     upscaler_2_visibility: float = 0.0  # extras_upscaler_2_visibility
 
 
+@dataclass
 class GenerationRequest:
     prompt: str
     negative_prompt: str = ""
@@ -119,14 +119,14 @@ class GenerationRequest:
     allow_missing_networks: bool = False
     # AUTOMATIC1111's hires fix (txt2img only); None = off.
     hires: HiresFix | None = None
-
     # AUTOMATIC1111's extras: upscale ``image`` (no painting); None = a painting job.
     upscale: Upscale | None = None
+
     @property
     def mode(self) -> str:
-        if self.mask is not None:
         if self.upscale is not None:
             return "upscale"
+        if self.mask is not None:
             return "inpaint"
         if self.image is not None:
             return "img2img"
@@ -185,8 +185,8 @@ class Engine:
         self._pipes: dict[str, Any] = {}
         self._scheduler_config: dict[str, Any] = {}
         self.plan: DevicePlan | None = None
-
         self.upscalers = UpscalerModels(self.device)
+
     # -- models ---------------------------------------------------------------------------
     @property
     def current_model(self) -> str | None:
@@ -347,21 +347,12 @@ class Engine:
                 width=request.image.width,
                 height=request.image.height,
             )
-        return info
-
-    def _size(self, request: GenerationRequest, info: ModelInfo) -> tuple[int, int]:
-        spec = info.spec
-        if request.image is not None and (request.width is None or request.height is None):
-            width, height = request.image.size
-            scale = min(1.0, spec.max_size / max(width, height))
-            width = max(spec.min_size, int(width * scale) // 8 * 8)
-            height = max(spec.min_size, int(height * scale) // 8 * 8)
         if request.hires is not None:
             self._check_hires(request, info)
         if request.upscale is not None:
             self._check_upscale(request)
-            return int(request.width or width), int(request.height or height)
-        return int(request.width or spec.default_size), int(request.height or spec.default_size)
+        return info
+
     # -- hires fix and upscalers ----------------------------------------------------------
     def upscaler_kind(self, name: Any) -> tuple[str, str, Any]:
         """``(kind, name, library item)`` for an upscaler name (A1111's names): ``latent``,
@@ -605,6 +596,15 @@ class Engine:
             )
         return list(output.images), target.width, target.height
 
+    def _size(self, request: GenerationRequest, info: ModelInfo) -> tuple[int, int]:
+        spec = info.spec
+        if request.image is not None and (request.width is None or request.height is None):
+            width, height = request.image.size
+            scale = min(1.0, spec.max_size / max(width, height))
+            width = max(spec.min_size, int(width * scale) // 8 * 8)
+            height = max(spec.min_size, int(height * scale) // 8 * 8)
+            return int(request.width or width), int(request.height or height)
+        return int(request.width or spec.default_size), int(request.height or spec.default_size)
 
     # -- generation -----------------------------------------------------------------------
     def generate(
@@ -617,6 +617,8 @@ class Engine:
             info = self.validate(request)
             if should_stop is not None and should_stop():
                 raise JobCancelled()
+            if request.upscale is not None:
+                return self._run_upscale(request, on_step, should_stop)
             info = self.load(info.name)
             spec = info.spec
             mode = request.mode
@@ -628,8 +630,6 @@ class Engine:
             guidance = float(
                 spec.default_guidance if request.guidance_scale is None else request.guidance_scale
             )
-            if request.upscale is not None:
-                return self._run_upscale(request, on_step, should_stop)
             batch = int(request.batch_size)
             seed = (
                 int(request.seed)
@@ -665,6 +665,12 @@ class Engine:
             if mode == "img2img" and info.variant != "inpaint":
                 # img2img pipelines take their size from the (already resized) image.
                 del kwargs["width"], kwargs["height"]
+            # The hires fix: the second pass's steps count in the progress from the start.
+            hires_steps = 0
+            if request.hires is not None:
+                hires_steps = second_pass_steps(steps, request.hires)
+                if self.upscaler_kind(request.hires.upscaler)[0] == "latent":
+                    kwargs["output_type"] = "latent"
 
             def on_step_end(
                 pipe_: Any, step: int, timestep: Any, tensors: dict[str, Any]
@@ -680,12 +686,6 @@ class Engine:
                     )
                     on_step(step + 1, total + hires_steps, preview)
                 variant = prompts.at_step(step + 1)
-            # The hires fix: the second pass's steps count in the progress from the start.
-            hires_steps = 0
-            if request.hires is not None:
-                hires_steps = second_pass_steps(steps, request.hires)
-                if self.upscaler_kind(request.hires.upscaler)[0] == "latent":
-                    kwargs["output_type"] = "latent"
                 if variant is not None:  # prompt editing: the next step has another prompt
                     tensors.update(conditioning.step_tensors(pipe_, prompts, variant, tensors))
                 return tensors
@@ -694,6 +694,16 @@ class Engine:
             kwargs["callback_on_step_end_tensor_inputs"] = ["latents", *prompts.step_inputs(pipe)]
             with torch.inference_mode():
                 output = pipe(**kwargs)
+            images = list(output.images)
+            extras: dict[str, Any] = {}
+            if request.hires is not None:
+                first_total = int(getattr(pipe, "_num_timesteps", None) or steps)
+                images, width, height = self._hires_pass(
+                    request, info, output.images, sampler.name, steps, guidance, seeds,
+                    first_total, prompts, on_step, should_stop,
+                )
+                extras["hires"] = _hires_parameters(request, steps)
+                extras["first_pass_size"] = self._size(request, info)
             return GenerationResult(
                 images=images,
                 extras=extras,
@@ -710,16 +720,6 @@ class Engine:
                 strength=None if mode == "txt2img" else float(request.strength),
             )
 
-            images = list(output.images)
-            extras: dict[str, Any] = {}
-            if request.hires is not None:
-                first_total = int(getattr(pipe, "_num_timesteps", None) or steps)
-                images, width, height = self._hires_pass(
-                    request, info, output.images, sampler.name, steps, guidance, seeds,
-                    first_total, prompts, on_step, should_stop,
-                )
-                extras["hires"] = _hires_parameters(request, steps)
-                extras["first_pass_size"] = self._size(request, info)
     def _mode_inputs(
         self,
         request: GenerationRequest,
