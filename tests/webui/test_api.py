@@ -568,7 +568,7 @@ def test_bodies_that_are_not_json_objects_are_refused(team: Running, alice: Memb
 @pytest.mark.parametrize(
     ("method", "endpoint", "status"),
     [("GET", "face-restorers", 501), ("POST", "interrogate", 501), ("POST", "png-info", 501),
-     ("POST", "extra-single-image", 501), ("GET", "realesrgan-models", 501), ("GET", "scripts", 501),
+     ("GET", "extra-single-image", 405), ("GET", "realesrgan-models", 501), ("GET", "scripts", 501),
      ("GET", "no-such-thing", 404), ("GET", "txt2img", 405)],
 )
 def test_other_endpoints_are_named_as_unsupported(team: Running, alice: Member, method: str,

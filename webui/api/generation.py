@@ -25,12 +25,13 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from core.conditioning import check_clip_skip
-from core.engine import GenerationRequest
+from core.engine import GenerationRequest, HiresFix
 from core.errors import InputError
 from core.samplers import SCHEDULES, Schedule, find_sampler, find_schedule, with_schedule
+from core.upscale import DEFAULT_LATENT_MODE
 from privacy.errors import PrivacyError
 from webui.api.problems import ApiError, input_problem
-from webui.api.schemas import MAX_ITERATIONS, GenerationFields
+from webui.api.schemas import MAX_ITERATIONS, GenerationFields, Txt2ImgRequest
 from webui.auth import Viewer
 from webui.run import Answer, RunInputs, paint
 from webui.studio import Studio
@@ -82,6 +83,25 @@ def clip_skip_of(value: object, field: str) -> int:
         return check_clip_skip(value)
     except InputError as err:
         raise input_problem(err, field) from None
+
+
+def hires_of(body: GenerationFields) -> HiresFix | None:
+    """AUTOMATIC1111's ``enable_hr`` + ``hr_*`` fields as the engine's :class:`HiresFix`
+    (A1111's defaults: denoising 0.75, the Latent upscaler, "" prompts = the first pass's)."""
+    if not isinstance(body, Txt2ImgRequest) or not body.enable_hr:
+        return None
+    return HiresFix(
+        scale=body.hr_scale,
+        resize_x=body.hr_resize_x,
+        resize_y=body.hr_resize_y,
+        upscaler=body.hr_upscaler or DEFAULT_LATENT_MODE,
+        second_pass_steps=body.hr_second_pass_steps,
+        denoising_strength=0.75 if body.denoising_strength is None else body.denoising_strength,
+        sampler=(None if (body.hr_sampler_name or "").strip().lower() in ("", "use same sampler")
+                 else body.hr_sampler_name),
+        prompt=body.hr_prompt or None,
+        negative_prompt=body.hr_negative_prompt or None,
+    )
 
 
 class CallerModels:
@@ -190,6 +210,7 @@ class Generation:
             model=model,
             clip_skip=clip_skip,
             vae=vae,
+            hires=hires_of(body),
         )
         return RunInputs(request=request, iterations=body.n_iter, save=bool(body.save_images))
 
@@ -331,6 +352,11 @@ class Generation:
             "obscura_ignored": ignored,
             "obscura_saved_to_gallery": answer.saved,
         }
+        hires = first.extras.get("hires") if first else None
+        if hires:  # AUTOMATIC1111: Size is the first pass's; the hr fields say the rest
+            info["extra_generation_params"].update(hires)
+            info["denoising_strength"] = hires["Denoising strength"]
+            info["width"], info["height"] = first.extras["first_pass_size"]
         return images, info
 
 

@@ -28,6 +28,7 @@ from core.library import LibraryItem, ModelLibrary
 from core.samplers import SCHEDULES, sampler_names
 from webui.api import progress as caller_jobs
 from webui.api.endpoint import ApiRoute, caller, parse, read_json
+from webui.api.extras import Extras
 from webui.api.generation import (
     CallerModels,
     Generation,
@@ -37,7 +38,12 @@ from webui.api.generation import (
 )
 from webui.api.pictures import decode_base64
 from webui.api.problems import ApiError, input_problem
-from webui.api.schemas import Img2ImgRequest, Txt2ImgRequest
+from webui.api.schemas import (
+    ExtrasBatchImagesRequest,
+    ExtrasSingleImageRequest,
+    Img2ImgRequest,
+    Txt2ImgRequest,
+)
 from webui.config import is_loopback
 from webui.run import RunImage
 from webui.studio import Studio
@@ -45,7 +51,7 @@ from webui.studio import Studio
 PREFIX = "/sdapi/v1"
 # AUTOMATIC1111 endpoints Obscura does not have (answered 501, by name).
 UNSUPPORTED = frozenset({
-    "extra-single-image", "extra-batch-images", "png-info", "interrogate", "face-restorers",
+    "png-info", "interrogate", "face-restorers",
     "realesrgan-models", "reload-checkpoint", "unload-checkpoint", "scripts", "script-info",
     "extensions", "create/embedding", "create/hypernetwork", "train/embedding",
     "train/hypernetwork", "preprocess", "server-kill", "server-restart", "server-stop",
@@ -56,6 +62,7 @@ SUPPORTED = frozenset({
     "refresh-checkpoints", "progress", "interrupt", "skip", "prompt-styles", "memory",
     "cmd-flags", "loras", "refresh-loras", "embeddings", "refresh-embeddings", "hypernetworks",
     "sd-vae", "refresh-vae", "sd-modules", "upscalers", "latent-upscale-modes",
+    "extra-single-image", "extra-batch-images",
 })
 # A1111's ss_base_model_version for the architectures the library reads from a LoRA's shapes.
 BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
@@ -134,6 +141,21 @@ def build_api_router(studio: Studio) -> APIRouter:
         inputs.invert_mask = bool(body.inpainting_mask_invert)
         inputs.mask_blur = max(0, body.blur)
         return await api.generate(request, viewer, body, inputs)
+
+    extras = Extras(studio)
+
+    @router.post("/extra-single-image")
+    async def extra_single_image(request: Request) -> Response:
+        """Upscale one picture (scrubbed, spooled and shredded like an img2img photo)."""
+        viewer = caller(request)
+        body = parse(ExtrasSingleImageRequest, await read_json(request, extras.body_limit))
+        return await extras.single(request, viewer.user_id, body)
+
+    @router.post("/extra-batch-images")
+    async def extra_batch_images(request: Request) -> Response:
+        viewer = caller(request)
+        body = parse(ExtrasBatchImagesRequest, await read_json(request, extras.body_limit))
+        return await extras.batch(request, viewer.user_id, body)
 
     @router.get("/sd-models")
     def sd_models(request: Request) -> list[dict[str, Any]]:

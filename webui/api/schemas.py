@@ -27,7 +27,6 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from core.upscale import MAX_EXTRAS_SCALE, MAX_OUTPUT_SIDE
 from core.engine import (
     MAX_BATCH,
     MAX_GUIDANCE,
@@ -37,6 +36,7 @@ from core.engine import (
     MAX_STEPS,
     MIN_SIZE,
 )
+from core.upscale import MAX_EXTRAS_SCALE, MAX_OUTPUT_SIDE
 
 MAX_ITERATIONS = 16  # n_iter: batches of one call
 MAX_STYLES = 32  # entries of styles
@@ -45,6 +45,7 @@ MAX_PADDING = 256  # AUTOMATIC1111's "Only masked padding, pixels" slider
 MAX_RESIZE_MODE = 3  # just resize, crop and resize, resize and fill, latent upscale
 MAX_INPAINTING_FILL = 3  # fill, original, latent noise, latent nothing
 MAX_HR_SCALE = 4.0
+MAX_NAME_CHARS = 256  # an upscaler's or sampler's name
 MAX_IMAGE_CFG = 3.0  # instruct-pix2pix image CFG
 MAX_NOISE_MULTIPLIER = 1.5
 MAX_S_CHURN = 100.0
@@ -181,18 +182,25 @@ class GenerationFields(BaseModel):
             names.append("tiling")
         if self.alwayson_scripts:
             names.append("alwayson_scripts")
-        unknown = sorted(set(self.override_settings) - {"sd_model_checkpoint"})
+        unknown = sorted(set(self.override_settings) - OVERRIDES)
         names.extend(f"override_settings.{name}" for name in unknown)
         return names
 
 
 class Txt2ImgRequest(GenerationFields):
+    # The hires fix (core/hires.py): AUTOMATIC1111's fields and defaults.
     enable_hr: bool = False
-    denoising_strength: Fraction | None = None
+    denoising_strength: Fraction | None = None  # the second pass's; None = 0.75 (A1111's)
     hr_scale: HiresScale = 2.0
+    hr_upscaler: Annotated[str, Field(max_length=MAX_NAME_CHARS)] | None = None  # None = Latent
     hr_second_pass_steps: HiresSteps = 0
     hr_resize_x: HiresSide = 0
     hr_resize_y: HiresSide = 0
+    hr_sampler_name: Annotated[str, Field(max_length=MAX_NAME_CHARS)] | None = None
+    hr_scheduler: str | None = None
+    hr_checkpoint_name: str | None = None
+    hr_prompt: Prompt = ""  # "" = the prompt
+    hr_negative_prompt: Prompt = ""  # "" = the negative prompt
     hr_cfg: HiresCfg = 1.0
     firstphase_width: HiresSide = 0
     firstphase_height: HiresSide = 0
@@ -200,7 +208,17 @@ class Txt2ImgRequest(GenerationFields):
     def ignored(self) -> list[str]:
         names = super().ignored()
         if self.enable_hr:
-            names.append("enable_hr")
+            if self.hr_checkpoint_name and self.hr_checkpoint_name != "Use same checkpoint":
+                names.append("hr_checkpoint_name")
+            if self.hr_scheduler and self.hr_scheduler.strip().lower() not in (
+                "", "use same scheduler", "automatic"
+            ):
+                names.append("hr_scheduler")
+            if self.hr_cfg != 1.0:
+                names.append("hr_cfg")  # Forge's; AUTOMATIC1111 uses cfg_scale in both passes
+        for name in ("firstphase_width", "firstphase_height"):
+            if getattr(self, name):
+                names.append(name)  # AUTOMATIC1111's old hires fix, removed there too
         return names
 
 
@@ -253,3 +271,51 @@ class Img2ImgRequest(GenerationFields):
         if self.mask_blur is not None:
             return self.mask_blur
         return max(self.mask_blur_x, self.mask_blur_y)
+
+
+# -- extras (upscale): AUTOMATIC1111's ExtrasSingleImageRequest / ExtrasBatchImagesRequest ------
+MAX_EXTRAS_BATCH = 8  # pictures of one extra-batch-images call (each one run, one at a time)
+ExtrasScale = number(1.0, MAX_EXTRAS_SCALE, "upscaling_resize")
+ExtrasSide = whole(1, MAX_OUTPUT_SIDE, "upscaling_resize_w", "upscaling_resize_h")
+ExtrasMode = whole(0, 1, "resize_mode (extras)")  # 0 = scale by, 1 = scale to
+Visibility = number(0.0, 1.0, "extras_upscaler_2_visibility", "gfpgan_visibility",
+                    "codeformer_visibility", "codeformer_weight")
+UpscalerName = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
+
+
+class ExtrasFields(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    resize_mode: ExtrasMode = 0
+    show_extras_results: bool = True
+    gfpgan_visibility: Visibility = 0.0
+    codeformer_visibility: Visibility = 0.0
+    codeformer_weight: Visibility = 0.0
+    upscaling_resize: ExtrasScale = 2.0
+    upscaling_resize_w: ExtrasSide = 512
+    upscaling_resize_h: ExtrasSide = 512
+    upscaling_crop: bool = True
+    upscaler_1: UpscalerName = "None"
+    upscaler_2: UpscalerName = "None"
+    extras_upscaler_2_visibility: Visibility = 0.0
+    upscale_first: bool = False
+
+    def ignored(self) -> list[str]:
+        """Fields set to something Obscura cannot do (no face restorers)."""
+        return [name for name in ("gfpgan_visibility", "codeformer_visibility")
+                if getattr(self, name) > 0]
+
+
+class ExtrasSingleImageRequest(ExtrasFields):
+    image: str = ""  # base64
+
+
+class ExtrasImage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    data: str
+    name: str = ""  # a file name: never used, logged or echoed
+
+
+class ExtrasBatchImagesRequest(ExtrasFields):
+    imageList: list[ExtrasImage] = Field(default_factory=list, max_length=MAX_EXTRAS_BATCH)  # noqa: N815 (A1111's name)
