@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -477,6 +478,9 @@ class ModelLibrary:
         self.refused: list[RefusedItem] = []
         self.notes: list[str] = []
         self._items: dict[str, list[LibraryItem]] = {kind: [] for kind in KINDS}
+        # What each file's header said, by (path, size, mtime): a rescan reads only new files.
+        self._headers: dict[tuple[str, int, int], tuple[str, Any]] = {}
+        self._scan_lock = threading.Lock()
         self.scan()
 
     # public API --------------------------------------------------------------------------
@@ -522,10 +526,16 @@ class ModelLibrary:
         return is_external_layout(self.models_dir)
 
     def scan(self) -> None:
+        """Search the folders again (new, changed and removed files); safe from any thread."""
+        with self._scan_lock:
+            self._scan()
+
+    def _scan(self) -> None:
         self._found: dict[str, list[LibraryItem]] = {kind: [] for kind in KINDS}
         self._refused: list[RefusedItem] = []
         self._seen_dirs: set[tuple[int, int]] = set()
         self._budget = _Budget(MAX_ENTRIES)
+        self._headers_now: dict[tuple[str, int, int], tuple[str, Any]] = {}
         self._too_deep = False
         notes: list[str] = []
         root = self.models_dir
@@ -554,6 +564,7 @@ class ModelLibrary:
         self._items = self._found
         self.refused = self._refused
         self.notes = notes
+        self._headers = self._headers_now
         for kind in KINDS:
             log.debug("library: %d %s file(s)", len(self._items[kind]), kind)
 
@@ -643,6 +654,25 @@ class ModelLibrary:
             return
         if suffix not in SAFETENSORS_SUFFIXES:
             return  # previews, notes, .yaml configs, civitai.info: not model files
+        try:
+            stat = path.stat()
+        except OSError:
+            return  # gone while the folder was listed
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        known = self._headers.get(key)
+        if known is None:
+            known = self._read(path, hint, name, root)
+        self._headers_now[key] = known
+        outcome, value = known
+        if outcome == "item":
+            self._add(value)
+        else:
+            refused_kind, code, message = value
+            self._refuse(refused_kind, name, message, path)
+            log.info("model refused: %s", code)
+
+    def _read(self, path: Path, hint: str | None, name: str, root: Path) -> tuple[str, Any]:
+        """("item", LibraryItem) or ("refused", (kind, code, sentence)) from the file's header."""
         kind: str | None = None
         try:
             header = read_safetensors_header(path)
@@ -659,10 +689,8 @@ class ModelLibrary:
             item.detail.update(_where(path, root))
         except ModelError as err:
             # A file whose kind its header told (a LoHa in a flat folder) is refused as that kind.
-            self._refuse(kind or hint or "checkpoint", name, err.message, path)
-            log.info("model refused: %s", err.code)
-            return
-        self._add(item)
+            return "refused", (kind or hint or "checkpoint", err.code, err.message)
+        return "item", item
 
     @staticmethod
     def _item_name(path: Path) -> str:

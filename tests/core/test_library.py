@@ -418,3 +418,28 @@ def test_upscalers_are_recognised_as_spandrel_recognises_them(tmp_path: Path, ar
     [item] = ModelLibrary(tmp_path).items("upscaler")
     loaded = load_spandrel().load(state)
     assert item.detail["family"] == loaded.architecture.name
+
+
+def test_a_rescan_reads_only_new_or_changed_files_and_forgets_removed_ones(tmp_path: Path, monkeypatch):
+    kohya_lora(tmp_path / "Lora" / "a.safetensors")
+    changing = kohya_lora(tmp_path / "Lora" / "b.safetensors")
+    gone = kohya_lora(tmp_path / "Lora" / "c.safetensors")
+    lib = ModelLibrary(tmp_path)
+    reads: list[str] = []
+    real = library_module.read_safetensors_header
+
+    def counting(path: Path):
+        reads.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(library_module, "read_safetensors_header", counting)
+    lib.scan()
+    assert reads == []  # nothing changed: no header read again
+    lycoris(changing, "loha")  # replaced by a LoHa
+    os.utime(changing, ns=(1, 1))
+    gone.unlink()
+    kohya_lora(tmp_path / "Lora" / "d.safetensors", "sdxl")
+    lib.scan()
+    assert sorted(reads) == ["b.safetensors", "d.safetensors"]
+    assert {i.name: i.arch for i in lib.items("lora")} == {"a": "sd1", "d": "sdxl"}
+    assert [r.name for r in lib.refused] == ["b"]
