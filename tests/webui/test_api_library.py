@@ -30,6 +30,7 @@ from tests.webui.test_api import (
     Running,
     assert_error,
     member,
+    png_of,
     small,
     start_server,
 )
@@ -334,3 +335,22 @@ def test_the_lora_helper_appends_one_tag_for_a_library_lora(personal: Running):
     assert with_lora(studio, "an otter", "not-in-the-library") == "an otter"
     long = "x" * 3995
     assert with_lora(studio, long, LORA) == long  # would pass the prompt's length
+
+
+def test_clip_skip_vae_and_a_lora_tag_change_the_picture(server: Running, alice: Member):
+    """The choices reach the engine: each one changes the pixels of the same seed."""
+
+    def pixels(prompt: str = PROMPT, **override: Any) -> bytes:
+        response = httpx.post(f"{server.url}/sdapi/v1/txt2img", headers=alice.bearer, timeout=60,
+                              json=small(prompt=prompt, seed=11, sampler_name="Euler",
+                                         override_settings=override))
+        assert response.status_code == 200, response.text
+        return png_of(response.json()["images"][0]).convert("RGB").tobytes()
+
+    plain = pixels()
+    assert pixels() == plain  # the same seed, the same picture
+    assert pixels(CLIP_stop_at_last_layers=2) != plain
+    assert pixels(sd_vae=f"{VAE}.safetensors") != plain
+    assert pixels(f"{PROMPT} <lora:{LORA}:1>") != plain
+    assert pixels(f"{PROMPT} <lora:{LORA}:0>") == plain  # weight 0 is a no-op
+    assert pixels() == plain  # nothing of the last call stays behind
