@@ -6,7 +6,7 @@ import gradio as gr
 
 from webui.i18n import LANGUAGES
 from webui.studio import Studio
-from webui.ui import admin, gallery, img2img, inpaint, privacy_page, txt2img
+from webui.ui import admin, gallery, img2img, inpaint, privacy_page, txt2img, upscale
 from webui.ui.common import label, viewer_of
 
 CSS = """
@@ -40,6 +40,8 @@ def build_blocks(studio: Studio) -> gr.Blocks:
                 img2img.build(studio)
             with gr.Tab(label("tab_inpaint"), id="inpaint", elem_id="tab-inpaint"):
                 inpaint.build(studio)
+            with gr.Tab(label("tab_upscale"), id="upscale", elem_id="tab-upscale"):
+                upscale.build(studio)
             with gr.Tab(label("tab_gallery"), id="gallery", elem_id="tab-gallery"):
                 gallery.build(studio)
             with gr.Tab(label("tab_privacy"), id="privacy", elem_id="tab-privacy"):
