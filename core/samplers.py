@@ -164,9 +164,9 @@ def with_schedule(name: str | None, scheduler: str | None) -> tuple[str, Schedul
     AUTOMATIC1111. Raises :class:`InputError` for an unknown sampler only."""
     sampler = find_sampler(name)
     automatic = SCHEDULES["automatic"]
-    for schedule in SCHEDULES.values():  # "DPM++ 2M Karras", "Euler Exponential"
-        if schedule is not automatic and sampler.name.endswith(f" {schedule.label}"):
-            return sampler.name, schedule
+    for named in SCHEDULES.values():  # "DPM++ 2M Karras", "Euler Exponential"
+        if named is not automatic and sampler.name.endswith(f" {named.label}"):
+            return sampler.name, named
     schedule = find_schedule(scheduler)
     if schedule is None or schedule is automatic:
         return sampler.name, automatic
