@@ -560,6 +560,11 @@ class ModelLibrary:
         for folder in self.embedding_dirs():
             if folder.is_dir():
                 self._walk(folder, "embedding", 1, folder)
+        if is_external_layout(root / "models"):
+            notes.append(
+                "This looks like an AUTOMATIC1111 or ComfyUI install folder: point the models "
+                "folder (--models-dir) at its models/ folder instead."
+            )
         if self._too_deep:
             notes.append(f"Folders more than {MAX_DEPTH} levels deep were not searched.")
         if self._budget.exhausted:

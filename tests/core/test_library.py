@@ -443,3 +443,9 @@ def test_a_rescan_reads_only_new_or_changed_files_and_forgets_removed_ones(tmp_p
     assert sorted(reads) == ["b.safetensors", "d.safetensors"]
     assert {i.name: i.arch for i in lib.items("lora")} == {"a": "sd1", "d": "sdxl"}
     assert [r.name for r in lib.refused] == ["b"]
+
+
+def test_pointing_at_the_install_folder_instead_of_models_says_what_to_do(a1111: Path):
+    lib = ModelLibrary(a1111.parent)  # stable-diffusion-webui/, not stable-diffusion-webui/models
+    assert any("point the models folder (--models-dir) at its models/" in n for n in lib.notes)
+    assert ModelLibrary(a1111).notes == []
