@@ -14,7 +14,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -23,7 +23,13 @@ from PIL import Image
 from core import conditioning, pipelines
 from core.devices import DevicePlan, plan, resolve_device, resolve_dtype
 from core.errors import InputError, JobCancelled, ModelError
-from core.hires import HiresTarget, check_hires, second_pass_schedule, second_pass_steps
+from core.hires import (
+    HiresTarget,
+    check_hires,
+    hires_target,
+    second_pass_schedule,
+    second_pass_steps,
+)
 from core.preview import latents_to_preview
 from core.registry import ARCH_SPECS, ModelInfo, ModelRegistry
 from core.samplers import find_sampler, make_scheduler
@@ -665,6 +671,10 @@ class Engine:
             if mode == "img2img" and info.variant != "inpaint":
                 # img2img pipelines take their size from the (already resized) image.
                 del kwargs["width"], kwargs["height"]
+            if request.hires is not None:
+                target = hires_target(width, height, request.hires)
+                if (target.upscale_width, target.upscale_height) == (width, height):
+                    request = replace(request, hires=None)  # A1111: nothing to upscale
             # The hires fix: the second pass's steps count in the progress from the start.
             hires_steps = 0
             if request.hires is not None:

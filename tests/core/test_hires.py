@@ -163,3 +163,10 @@ def test_hires_is_for_text_to_picture_only(engine) -> None:
     with pytest.raises(InputError) as caught:
         engine.validate(dataclasses.replace(request(), image=photo))
     assert caught.value.code == "hires_not_txt2img"
+
+
+def test_a_target_of_the_same_size_turns_the_hires_fix_off(engine) -> None:
+    plain = engine.generate(dataclasses.replace(request(), hires=None))
+    same = engine.generate(request(scale=1.0, denoising_strength=0.6))
+    assert "hires" not in same.extras
+    assert np.array_equal(pixels(plain.images[0]), pixels(same.images[0]))
