@@ -17,6 +17,7 @@ architecture Obscura read from the weights' shapes.
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import psutil
@@ -101,6 +102,14 @@ def build_api_router(studio: Studio) -> APIRouter:
 
     def library() -> ModelLibrary:
         return studio.registry.library
+
+    scanning = threading.Lock()
+
+    def rescan() -> None:
+        # One scan at a time (a scan is bounded: core.library's MAX_ENTRIES); checkpoints and
+        # the other kinds are always found together, as A1111's refresh buttons do.
+        with scanning:
+            studio.registry.scan()
     api = Generation(studio, models)
     route_class = type("StudioApiRoute", (ApiRoute,), {"gate": studio.gate})
     router = APIRouter(prefix=PREFIX, route_class=route_class, tags=["sdapi"])
@@ -167,7 +176,7 @@ def build_api_router(studio: Studio) -> APIRouter:
 
     @router.post("/refresh-checkpoints")
     def refresh_checkpoints(request: Request) -> None:
-        studio.registry.scan()
+        rescan()
 
     @router.get("/samplers")
     def samplers(request: Request) -> list[dict[str, Any]]:
@@ -187,7 +196,7 @@ def build_api_router(studio: Studio) -> APIRouter:
 
     @router.post("/refresh-loras")
     def refresh_loras(request: Request) -> None:
-        library().scan()
+        rescan()
 
     @router.get("/embeddings")
     def embeddings(request: Request) -> dict[str, Any]:
@@ -205,7 +214,7 @@ def build_api_router(studio: Studio) -> APIRouter:
 
     @router.post("/refresh-embeddings")
     def refresh_embeddings(request: Request) -> None:
-        library().scan()
+        rescan()
 
     @router.get("/hypernetworks")
     def hypernetworks(request: Request) -> list[dict[str, Any]]:
@@ -220,7 +229,7 @@ def build_api_router(studio: Studio) -> APIRouter:
 
     @router.post("/refresh-vae")
     def refresh_vae(request: Request) -> None:
-        library().scan()
+        rescan()
 
     @router.get("/sd-modules")
     def sd_modules(request: Request) -> list[dict[str, Any]]:
