@@ -81,6 +81,17 @@ def _vae():
     )
 
 
+def _with_mean(encoder):  # type: ignore[no-untyped-def]
+    """A real CLIP's last layer norm has a bias, so its output's mean is far from 0; a random
+    one's is 0, and AUTOMATIC1111's emphasis (which rescales to the original mean) would
+    divide by almost nothing. Give the demo's encoders a bias as real ones have."""
+    with torch.no_grad():
+        for name, parameter in encoder.named_parameters():
+            if name.endswith("final_layer_norm.bias"):
+                parameter.fill_(0.5)
+    return encoder
+
+
 def build_demo_pipeline(arch: Arch = "sd", seed: int = 0):
     """Build the tiny random-weight pipeline in memory (deterministic for a given seed)."""
     from diffusers import (
@@ -117,7 +128,7 @@ def build_demo_pipeline(arch: Arch = "sd", seed: int = 0):
             )
             return StableDiffusionPipeline(
                 vae=_vae(),
-                text_encoder=CLIPTextModel(_text_config(32)),
+                text_encoder=_with_mean(CLIPTextModel(_text_config(32))),
                 tokenizer=tokenizer,
                 unet=unet,
                 scheduler=scheduler,
@@ -146,8 +157,10 @@ def build_demo_pipeline(arch: Arch = "sd", seed: int = 0):
             tokenizer_2 = build_tokenizer(Path(tmp) / "tokenizer_2")
             return StableDiffusionXLPipeline(
                 vae=_vae(),
-                text_encoder=CLIPTextModel(_text_config(32)),
-                text_encoder_2=CLIPTextModelWithProjection(_text_config(32, projection=32)),
+                text_encoder=_with_mean(CLIPTextModel(_text_config(32))),
+                text_encoder_2=_with_mean(
+                    CLIPTextModelWithProjection(_text_config(32, projection=32))
+                ),
                 tokenizer=tokenizer,
                 tokenizer_2=tokenizer_2,
                 unet=unet,

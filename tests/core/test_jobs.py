@@ -334,38 +334,44 @@ def test_watch_wakes_an_asyncio_waiter_without_polling(queue):
     import asyncio
 
     async def follow() -> tuple[list[int], float]:
-        job = queue.submit(_request(steps=3), owner="alice")
+        # The job spends 0.6 s in prepare: a poll would wake the waiter many times meanwhile.
+        job = queue.submit(_request(steps=3), owner="alice",
+                           prepare=lambda r: (time.sleep(0.6), r)[1])
         steps: list[int] = []
         async for changed in watch(job):
             steps.append(changed.step)
-        ended = time.monotonic() - (job.ended_at or 0)
-        return steps, ended
+        return steps, time.monotonic() - (job.ended_at or 0)
 
     steps, lag = asyncio.run(follow())
     assert steps and steps[-1] == 3
-    assert lag < 0.05  # woken by the end itself, not by the next tick of a poll
+    assert len(steps) <= 5  # started, 3 steps, ended — nothing in between
+    assert lag < 0.5  # woken by the end itself
 
 
 def test_watch_reports_a_move_in_the_queue(engine):
     import asyncio
 
     q, blocker, release = _blocked_queue(engine)
+    hold = threading.Event()
 
     async def follow() -> list[int]:
-        waiting = q.submit(_request(steps=1), owner="alice")
-        positions: list[int] = []
-        async def unblock() -> None:
-            await asyncio.sleep(0.05)
-            release.set()
-        task = asyncio.create_task(unblock())
+        # alice's job stays running until the waiter has seen it start.
+        waiting = q.submit(_request(steps=1), owner="alice",
+                           prepare=lambda r: (hold.wait(30), r)[1])
+        positions: list[int] = [q.position(waiting)]
+        release.set()
         async for job in watch(waiting):
             positions.append(q.position(job))
-        await task
+            if positions[-1] == 0:
+                hold.set()
         return positions
 
     try:
         positions = asyncio.run(follow())
     finally:
         release.set()
+        hold.set()
         q.stop()
-    assert positions[0] == 0 and positions[-1] == -1  # started (moved up), then ended
+    assert positions[0] == 1  # waiting behind carol's job
+    assert 0 in positions  # woken when it moved to the front and started
+    assert positions[-1] == -1  # and when it ended
