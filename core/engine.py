@@ -14,13 +14,14 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from PIL import Image
 
-from core import conditioning, pipelines
+from core import conditioning, networks, pipelines
 from core.devices import DevicePlan, plan, resolve_device, resolve_dtype
 from core.errors import InputError, JobCancelled, ModelError
 from core.hires import (
@@ -191,6 +192,8 @@ class Engine:
         self._pipes: dict[str, Any] = {}
         self._scheduler_config: dict[str, Any] = {}
         self.plan: DevicePlan | None = None
+        # LoRAs and VAEs of the loaded model (core/networks.py), set per job.
+        self._networks: networks.NetworkSet | None = None
         self.upscalers = UpscalerModels(self.device)
 
     # -- models ---------------------------------------------------------------------------
@@ -211,7 +214,8 @@ class Engine:
         """Make ``name`` the loaded model (loads once; switching frees the previous one)."""
         with self._lock:
             info = self.model_for(name)
-            if self._model is not None and self._model == info:
+            broken = self._networks is not None and self._networks.broken
+            if self._model is not None and self._model == info and not broken:
                 return info
             self.unload()
             self.plan = plan(
@@ -237,6 +241,7 @@ class Engine:
                 log.warning("model load failed: %s", type(exc).__name__)
                 raise ModelError("model_load_failed", pipelines.LOAD_FAILED) from exc
             self._model, self._pipes = info, {"txt2img": base}
+            self._networks = networks.NetworkSet(info, base, self.registry.library, self.plan)
             # Samplers are built from the model's own scheduler config, never from the last job's.
             self._scheduler_config = dict(base.scheduler.config)
             log.info("model loaded (%s, %s, %s)", info.arch, self.device, self.plan.memory_mode)
@@ -245,6 +250,7 @@ class Engine:
     def unload(self) -> None:
         with self._lock:
             self._pipes.clear()
+            self._networks = None
             self._model = None
             gc.collect()
             if self.device.startswith("cuda"):
@@ -255,6 +261,8 @@ class Engine:
             self._pipes[mode] = pipelines.derive_pipeline(self._pipes["txt2img"], info, mode)
             if self.plan is not None and self.plan.memory_mode != "none":
                 pipelines.place(self._pipes[mode], self.plan)
+        if self._networks is not None:  # a pipeline taken during a job gets the job's VAE
+            self._networks.attach(self._pipes[mode])
         return self._pipes[mode]
 
     # -- checks ---------------------------------------------------------------------------
@@ -314,6 +322,7 @@ class Engine:
                     max=MAX_SEED,
                 )
         conditioning.check_clip_skip(request.clip_skip)
+        networks.check_request(request, self.registry.library, info)
         if request.mode != "txt2img":
             strength = _number(request.strength, float, "strength_out_of_range", "Strength")
             if not 0.0 < strength <= 1.0:
@@ -562,6 +571,8 @@ class Engine:
         hr_prompt = request.prompt if hires.prompt is None else hires.prompt
         hr_negative = request.negative_prompt if hires.negative_prompt is None else (
             hires.negative_prompt)
+        if hr_prompt != request.prompt and self._networks is not None:  # A1111: hr_prompt's LoRAs
+            self._networks.use_prompt(hr_prompt, bool(request.allow_missing_networks))
         if (hr_prompt, hr_negative, hr_steps) != (request.prompt, request.negative_prompt, steps):
             with torch.inference_mode():
                 prompts = conditioning.encode_for_steps(
@@ -619,7 +630,7 @@ class Engine:
         on_step: StepCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> GenerationResult:
-        with self._lock:
+        with self._lock, ExitStack() as job:
             info = self.validate(request)
             if should_stop is not None and should_stop():
                 raise JobCancelled()
@@ -629,6 +640,10 @@ class Engine:
             spec = info.spec
             mode = request.mode
             pipe = self._pipeline(info, mode)
+            # The prompt's LoRAs and the request's VAE, for this job only: taken off again when
+            # generate ends, however it ends (core/networks.py).
+            assert self._networks is not None
+            used = job.enter_context(self._networks.applied(self._pipes, request))
             sampler = find_sampler(request.sampler or spec.default_sampler)
             pipe.scheduler = make_scheduler(sampler, self._scheduler_config)
 
@@ -705,7 +720,7 @@ class Engine:
             with torch.inference_mode():
                 output = pipe(**kwargs)
             images = list(output.images)
-            extras: dict[str, Any] = {}
+            extras: dict[str, Any] = used.extras()
             if request.hires is not None:
                 first_total = int(getattr(pipe, "_num_timesteps", None) or steps)
                 images, width, height = self._hires_pass(

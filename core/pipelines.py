@@ -148,3 +148,29 @@ def place(pipe: Any, plan: DevicePlan) -> None:
         pipe.enable_attention_slicing()
     if plan.vae_tiling and hasattr(pipe, "vae"):
         pipe.vae.enable_tiling()
+
+
+def load_vae(info: ModelInfo, state: dict[str, torch.Tensor], dtype: torch.dtype) -> Any:
+    """A standalone VAE (the tensors of one ``.safetensors`` file) built for ``info``'s model.
+
+    ``AutoencoderKL.from_single_file`` converts an original-format (LDM) VAE and takes a
+    diffusers-format one as it is; the config is the model's own (its ``vae/`` folder, or the
+    shipped config folder for a single-file checkpoint), so the latent scale is the model's and
+    nothing is fetched. A VAE whose tensors leave any of the model's VAE layers unfilled, or
+    fill them with other shapes, is refused (``vae_mismatch``).
+    """
+    from diffusers import AutoencoderKL
+
+    _quiet_libraries()
+    config = str(info.path) if info.format == "diffusers" else str(_config_folder(info))
+    try:
+        vae = AutoencoderKL.from_single_file(
+            state, config=config, subfolder="vae", local_files_only=True, dtype=dtype
+        )
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        log.info("vae refused: %s", type(exc).__name__)
+        raise ModelError("vae_mismatch", "This VAE does not fit the model.") from exc
+    if any(p.device.type == "meta" for p in vae.parameters()):
+        raise ModelError("vae_mismatch", "This VAE does not fit the model.")
+    vae.eval()
+    return vae
