@@ -73,9 +73,17 @@ def test_hires_resize_box_crops_like_a1111(engine) -> None:
 
 def test_progress_counts_both_passes(engine) -> None:
     seen: list[tuple[int, int]] = []
-    engine.generate(request(second_pass_steps=5, denoising_strength=0.6),
-                    on_step=lambda step, total, preview: seen.append((step, total)))
+    previews: list[tuple[int, int] | None] = []
+
+    def on_step(step: int, total: int, preview: Image.Image | None) -> None:
+        seen.append((step, total))
+        previews.append(None if preview is None else preview.size)
+
+    engine.generate(request(second_pass_steps=5, denoising_strength=0.6), on_step=on_step)
     assert seen == [(step, 8) for step in range(1, 9)]  # 3 first-pass steps + 5
+    # Live previews in both passes, of the first pass's size, then of the upscaled one.
+    assert None not in previews
+    assert previews[2][0] < previews[3][0]
     seen.clear()
     engine.generate(request(second_pass_steps=0, denoising_strength=0.6),  # 0 = the same steps
                     on_step=lambda step, total, preview: seen.append((step, total)))
