@@ -255,9 +255,12 @@ def spandrel_family(header: dict[str, Any]) -> str | None:
         registry = load_spandrel()
     except (ImportError, ModelError):
         return None
-    state = {
-        key: torch.empty(_shape(header, key), device="meta") for key in _tensor_keys(header)
-    }
+    try:
+        state = {
+            key: torch.empty(_shape(header, key), device="meta") for key in _tensor_keys(header)
+        }
+    except (RuntimeError, ValueError, TypeError):  # a shape no tensor can have
+        return None
     for support in registry.architectures("detection"):
         try:
             found = support.detect(state)
@@ -555,7 +558,7 @@ class ModelLibrary:
                     elif (entry / "model_index.json").is_file():
                         self._consider_folder(entry, root)
                     # Any other folder belongs to another tool (ControlNet, CLIP, ...): not ours.
-                else:
+                elif entry.is_file():  # not a pipe or a device, which could block a read
                     self._consider_file(entry, None, root)
         for folder in self.embedding_dirs():
             if folder.is_dir():
@@ -648,6 +651,15 @@ class ModelLibrary:
             self._refuse("checkpoint", folder.name, err.message, folder)
             log.info("model refused: %s", err.code)
             return
+        except OSError:
+            self._refuse(
+                "checkpoint",
+                folder.name,
+                "The model folder could not be read (check its permissions).",
+                folder,
+            )
+            log.info("model refused: model_unreadable")
+            return
         detail = {
             "variant": variant,
             "format": "diffusers",
@@ -701,6 +713,20 @@ class ModelLibrary:
         except ModelError as err:
             # A file whose kind its header told (a LoHa in a flat folder) is refused as that kind.
             return "refused", (kind or hint or "checkpoint", err.code, err.message)
+        except (TypeError, ValueError, KeyError, IndexError, RuntimeError, OverflowError):
+            # A header that parses but holds nonsense (a shape of "x", of -1): one bad file
+            # must not stop the scan of all the others.
+            return "refused", (
+                kind or hint or "checkpoint",
+                "model_corrupt",
+                "The model file is not a valid safetensors file; download it again.",
+            )
+        except OSError:
+            return "refused", (
+                kind or hint or "checkpoint",
+                "model_unreadable",
+                "The model file could not be read (check its permissions).",
+            )
         return "item", item
 
     @staticmethod

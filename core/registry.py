@@ -131,7 +131,10 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
 
 def _shape(header: dict[str, Any], key: str) -> list[int] | None:
     entry = header.get(key)
-    return list(entry["shape"]) if isinstance(entry, dict) and "shape" in entry else None
+    shape = entry.get("shape") if isinstance(entry, dict) else None
+    if not isinstance(shape, list) or not all(isinstance(n, int) for n in shape):
+        return None
+    return shape
 
 
 def detect_checkpoint(header: dict[str, Any], name: str) -> tuple[str, str]:

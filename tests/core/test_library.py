@@ -449,3 +449,46 @@ def test_pointing_at_the_install_folder_instead_of_models_says_what_to_do(a1111:
     lib = ModelLibrary(a1111.parent)  # stable-diffusion-webui/, not stable-diffusion-webui/models
     assert any("point the models folder (--models-dir) at its models/" in n for n in lib.notes)
     assert ModelLibrary(a1111).notes == []
+
+
+def _raw_safetensors(path: Path, header: dict) -> Path:
+    import json
+    import struct
+
+    raw = json.dumps(header).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 64)
+    return path
+
+
+@pytest.mark.parametrize(
+    "shape", [[-1], ["x"], 5, None, [2**62, 2**62], [[1]], {"a": 1}]
+)
+def test_a_header_with_nonsense_shapes_is_refused_and_the_scan_goes_on(tmp_path: Path, shape):
+    names = {
+        "Lora": "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight",
+        "Stable-diffusion": "model.diffusion_model.input_blocks.0.0.weight",
+        "embeddings": "emb_params",
+        "VAE": "decoder.conv_in.weight",
+        "ESRGAN": "mystery.weight",
+        ".": "model.diffusion_model.input_blocks.0.0.weight",
+    }
+    for folder, key in names.items():
+        header = {key: {"dtype": "F32", "shape": shape, "data_offsets": [0, 4]}}
+        if folder == "VAE":
+            header["encoder.conv_in.weight"] = {"dtype": "F32", "shape": shape, "data_offsets": [0, 4]}
+        _raw_safetensors(tmp_path / folder / "odd.safetensors", header)
+    kohya_lora(tmp_path / "Lora" / "fine.safetensors")
+    lib = ModelLibrary(tmp_path)  # must not raise
+    assert "fine" in [i.name for i in lib.items("lora")]
+    everything = [*lib.refused, *(i for k in library_module.KINDS for i in lib.items(k))]
+    assert len([x for x in everything if x.name == "odd"]) == len(names)
+
+
+def test_a_named_pipe_is_not_opened(tmp_path: Path):
+    os.mkfifo(tmp_path / "blocking.safetensors")
+    (tmp_path / "Lora").mkdir()
+    os.mkfifo(tmp_path / "Lora" / "blocking.safetensors")
+    kohya_lora(tmp_path / "Lora" / "fine.safetensors")
+    lib = ModelLibrary(tmp_path)  # would hang for ever on open()
+    assert [i.name for i in lib.items("lora")] == ["fine"] and lib.refused == []
