@@ -210,7 +210,8 @@ FLOWS: tuple[str, ...] = (
     "Upload: the browser sends a photo; it lands in the RAM directory (never on disk).",
     "Scrub: the handler reads it once, deletes the cached file, checks size and pixel limits, "
     "decodes in memory, applies EXIF orientation and rebuilds a picture with no metadata.",
-    "API (/sdapi/v1): a client sends the prompt and base64 pictures in a JSON body, read into "
+    "API (/sdapi/v1): a client sends the prompt and base64 pictures (img2img, and the pictures "
+    "to upscale of extra-single-image / extra-batch-images) in a JSON body, read into "
     "memory only (never a temp file; bounded in size); the pictures are decoded and scrubbed in "
     "memory, then wait and run as below; results go back as base64 PNGs in the JSON response and, "
     "with save_images, are sealed into the caller's gallery (accounts mode only).",
