@@ -455,10 +455,17 @@ def _folder_names(folder: Path) -> set[str]:
         return set()
 
 
+# Sub-folders every A1111/Forge (Stable-diffusion/ is made at install) or ComfyUI (checkpoints/
+# ships with the code) models folder has, and an Obscura folder would not; "vae" and
+# "embeddings" are too common a name to tell.
+A1111_MARKERS = {"stable-diffusion", "lora", "lycoris", "esrgan", "realesrgan", "swinir"}
+COMFYUI_MARKERS = {"checkpoints", "loras", "upscale_models"}
+
+
 def is_external_layout(folder: Path) -> bool:
-    """True when ``folder`` has A1111's or ComfyUI's sub-folders: someone else's models folder,
-    which Obscura only reads."""
-    return bool(_folder_names(Path(folder)) & set(KIND_FOLDERS))
+    """True when ``folder`` has A1111's or ComfyUI's own sub-folders: someone else's models
+    folder, which Obscura only reads."""
+    return bool(_folder_names(Path(folder)) & (A1111_MARKERS | COMFYUI_MARKERS))
 
 
 class _Budget:
@@ -519,14 +526,14 @@ class ModelLibrary:
         return _folder_names(self.models_dir)
 
     def _is_a1111_layout(self) -> bool:
-        return bool(self._folder_names() & {"stable-diffusion", "lora", "lycoris", "esrgan"})
+        return bool(self._folder_names() & A1111_MARKERS)
 
     def layout(self) -> str:
         """Whose folder names the models folder uses: "AUTOMATIC1111", "ComfyUI" or "Obscura"."""
         names = self._folder_names()
-        if names & {"stable-diffusion", "lora", "lycoris", "esrgan", "realesrgan", "swinir"}:
+        if names & A1111_MARKERS:
             return "AUTOMATIC1111"
-        if names & {"checkpoints", "loras", "upscale_models", "embeddings"}:
+        if names & COMFYUI_MARKERS:
             return "ComfyUI"
         return "Obscura"
 

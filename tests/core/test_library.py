@@ -492,3 +492,10 @@ def test_a_named_pipe_is_not_opened(tmp_path: Path):
     kohya_lora(tmp_path / "Lora" / "fine.safetensors")
     lib = ModelLibrary(tmp_path)  # would hang for ever on open()
     assert [i.name for i in lib.items("lora")] == ["fine"] and lib.refused == []
+
+
+def test_an_obscura_folder_with_a_vae_subfolder_still_gets_the_demo_model(tmp_path: Path):
+    ldm_vae(tmp_path / "models" / "vae" / "my-vae.safetensors")
+    created = ensure_demo_model(tmp_path / "models")
+    assert created is not None and created.is_demo
+    assert ModelLibrary(tmp_path / "models").layout() == "Obscura"
