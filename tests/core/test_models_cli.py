@@ -99,3 +99,12 @@ def test_convert_has_complete_help():
     assert result.exit_code == 0
     for words in ("weights_only=True", "--out", "--yes", "no network"):
         assert words in result.output
+
+
+def test_demo_model_is_not_written_into_an_a1111_folder_unless_a_folder_is_named(tmp_path: Path):
+    models = tmp_path / "webui" / "models"
+    kohya_lora(models / "Lora" / "x.safetensors")
+    before = sorted(p.relative_to(models) for p in models.rglob("*"))
+    refused = _run("demo-model", "--models-dir", str(models), "--data-dir", str(tmp_path / "d"))
+    assert refused.exit_code != 0 and "never writes" in refused.output
+    assert sorted(p.relative_to(models) for p in models.rglob("*")) == before

@@ -275,6 +275,13 @@ def demo_model(
     if if_missing and ModelRegistry(settings.models_path).models:
         click.echo(f"A model is already installed in {settings.models_path}; nothing to do.")
         return
+    from core.library import is_external_layout
+
+    if folder is None and is_external_layout(settings.models_path):
+        raise click.ClickException(
+            "The models folder is an AUTOMATIC1111 or ComfyUI one, which Obscura never writes "
+            "to; name a FOLDER for the demo model."
+        )
     target = folder or settings.models_path / DEMO_NAME[arch]
     if target.exists() and any(target.iterdir()):
         raise click.ClickException("That folder is not empty; choose another or remove it first.")
