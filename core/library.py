@@ -549,6 +549,7 @@ class ModelLibrary:
     def _scan(self) -> None:
         self._found: dict[str, list[LibraryItem]] = {kind: [] for kind in KINDS}
         self._refused: list[RefusedItem] = []
+        self._names: set[tuple[str, str]] = set()
         self._seen_dirs: set[tuple[int, int]] = set()
         self._budget = _Budget(MAX_ENTRIES)
         self._headers_now: dict[tuple[str, int, int], tuple[str, Any]] = {}
@@ -637,8 +638,7 @@ class ModelLibrary:
         self._refused.append(RefusedItem(kind, name, reason, path))
 
     def _add(self, item: LibraryItem) -> None:
-        same = [i for i in self._found[item.kind] if i.name == item.name]
-        if same:
+        if (item.kind, item.name) in self._names:
             self._refuse(
                 item.kind,
                 item.name,
@@ -647,6 +647,7 @@ class ModelLibrary:
                 item.path,
             )
             return
+        self._names.add((item.kind, item.name))
         self._found[item.kind].append(item)
 
     def _consider_folder(self, folder: Path, root: Path) -> None:
