@@ -15,7 +15,7 @@ lora        ``Lora/``, ``LyCORIS/``                  ``loras/``                 
 embedding   ``../embeddings/`` (beside ``models/``)  ``embeddings/``              the folder
 vae         ``VAE/``                                 ``vae/``                     the folder
 upscaler    ``ESRGAN/``, ``RealESRGAN/``,            ``upscale_models/``          the folder
-            ``SwinIR/``, ``DAT/``
+            ``SwinIR/``, ``DAT/``, ``BSRGAN/``
 ==========  =====================================  ==========================  ==============
 
 Sub-folders are searched too (A1111 users sort LoRAs into folders), at most :data:`MAX_DEPTH`
@@ -74,6 +74,7 @@ KIND_FOLDERS: dict[str, str] = {
     "realesrgan": "upscaler",  # A1111
     "swinir": "upscaler",  # A1111
     "dat": "upscaler",  # A1111
+    "bsrgan": "upscaler",  # A1111 (older versions)
     "upscale_models": "upscaler",  # ComfyUI
 }
 SAFETENSORS_SUFFIXES = {".safetensors", ".sft"}  # ".sft": ComfyUI's short spelling
