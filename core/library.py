@@ -25,7 +25,9 @@ The kind of a file is read from its safetensors **header** (tensor names and sha
 never read here): the folder it sits in is only a hint for headers that fit no known pattern.
 Pickle files (``.ckpt``, ``.pt``, ``.pth``, ``.bin``, ...) are refused unopened, whatever folder
 they are in: unpickling runs whatever code the file carries. ``obscura models convert`` turns
-one into ``.safetensors`` in a separate, network-less process.
+one into ``.safetensors`` in a separate, network-less process. A damaged or nonsensical file is
+refused with its reason and the scan goes on; only regular files are opened (a named pipe could
+block). A rescan reads only files that are new or changed (same path, size and mtime: known).
 
 Privacy: LoRA and embedding names are written in prompts, so they are private. Nothing here logs a
 name or a path, and :meth:`ModelLibrary.find` never repeats the name it was asked for.
