@@ -18,6 +18,20 @@ from safetensors.torch import save_file
 _TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
 
+def _sgm(name: str, layers_per_block: int) -> str:
+    """A diffusers UNet module name as kohya names SDXL's (the original LDM/SGM UNet's)."""
+    parts = name.split(".")
+    if parts[0] == "down_blocks" and parts[2] == "attentions":
+        index = 1 + int(parts[1]) * (layers_per_block + 1) + int(parts[3])
+        return ".".join(["input_blocks", str(index), "1", *parts[4:]])
+    if parts[0] == "up_blocks" and parts[2] == "attentions":
+        index = int(parts[1]) * (layers_per_block + 1) + int(parts[3])
+        return ".".join(["output_blocks", str(index), "1", *parts[4:]])
+    if parts[0] == "mid_block" and parts[1] == "attentions":
+        return ".".join(["middle_block", "1", *parts[3:]])
+    return name
+
+
 def kohya_lora(
     pipe: Any,
     seed: int = 1,
@@ -25,8 +39,10 @@ def kohya_lora(
     scale: float = 0.5,
     unet: bool = True,
     text_encoder: bool = True,
+    sgm: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """A Kohya-format LoRA state dict for ``pipe``'s UNet and text encoder(s)."""
+    """A Kohya-format LoRA state dict for ``pipe``'s UNet and text encoder(s); ``sgm`` names
+    the UNet's blocks the way kohya names SDXL's (``input_blocks_4_1_...``)."""
     generator = torch.Generator().manual_seed(seed)
     parts: list[tuple[str, Any]] = []
     if unet:
@@ -40,6 +56,8 @@ def kohya_lora(
     for prefix, model in parts:
         for name, module in model.named_modules():
             if isinstance(module, torch.nn.Linear) and name.endswith(_TARGETS):
+                if sgm and prefix == "lora_unet":
+                    name = _sgm(name, int(model.config.layers_per_block))
                 key = f"{prefix}_{name.replace('.', '_')}"
                 down = torch.randn(rank, module.in_features, generator=generator) * scale
                 up = torch.randn(module.out_features, rank, generator=generator) * scale

@@ -38,6 +38,7 @@ def lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_lora(folder / "unet-only.safetensors", kohya_lora(sd, seed=4, text_encoder=False))
     save_lora(folder / "te-only.safetensors", kohya_lora(sd, seed=5, unet=False))
     save_lora(folder / "xl-style.safetensors", kohya_lora(xl, seed=6))
+    save_lora(folder / "xl-sgm.safetensors", kohya_lora(xl, seed=12, sgm=True))
     save_lora(folder / "soft-loha.safetensors", loha(sd))
     save_lora(folder / "broken.safetensors", kohya_lora(sd, seed=8))
     save_lora(folder / "other-vae.safetensors", tiny_vae(sd, seed=7))
@@ -247,6 +248,16 @@ def test_sdxl_lora_on_both_text_encoders(engine: Engine, fresh: dict[str, torch.
     assert not torch.equal(
         pixels(engine, "<lora:xl-style:1:0>a lighthouse", model=XL), fresh[XL]
     )
+    assert torch.equal(pixels(engine, model=XL), fresh[XL])
+
+
+def test_sdxl_lora_with_kohyas_ldm_block_names(engine: Engine, fresh: dict[str, torch.Tensor]) -> None:
+    # Real SDXL LoRAs from kohya's sd-scripts name the UNet's blocks input_blocks_4_1_...: every
+    # one of its layers must land (a partial load would be refused as lora_mismatch).
+    with_lora = pixels(engine, "<lora:xl-sgm:1>a lighthouse", model=XL)
+    assert not torch.equal(with_lora, fresh[XL])
+    unet_only = pixels(engine, "<lora:xl-sgm:0:1>a lighthouse", model=XL)
+    assert not torch.equal(unet_only, fresh[XL])
     assert torch.equal(pixels(engine, model=XL), fresh[XL])
 
 
