@@ -127,7 +127,7 @@ def test_bob_cannot_fetch_or_use_alices_upload(accounts_server):
     assert alice.get(f"/gradio_api/file={path}").status_code == 200
     assert bob.get(f"/gradio_api/file={path}").status_code == 404
     stolen = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": "photo.jpg"}
-    data = [stolen, "x", "", 0.5, "", "", "", 2, 5.0, 0, 0, 1, 1]
+    data = [stolen, "x", "", 0.5, "", "", "", 2, 5.0, 0, 0, 1, 1, "", 1]  # ..., VAE, CLIP skip
     refused = bob.post("/gradio_api/queue/join", json={  # the guard: not bob's upload
         "data": data, "fn_index": fn_index(bob, "img2img"), "session_hash": "bob-session-1",
         "event_data": None, "trigger_id": None})
@@ -173,7 +173,7 @@ def test_a_member_calling_the_admin_functions_directly_is_refused(accounts_serve
 def test_retention_zero_keeps_pictures_only_until_logout(accounts_server):
     carol = accounts_server.login("carol")  # her only session
     assert run_raw(carol, "save_settings", [0, False], "carol-1")["success"] is True
-    painted = run_raw(carol, "txt2img", ["a kettle", "", "", "", "", 2, 5.0, 64, 64, 1, 1],
+    painted = run_raw(carol, "txt2img", ["a kettle", "", "", "", "", 2, 5.0, 64, 64, 1, 1, "", 1, False, "Latent", 2, 0, 0.7, 0, 0],
                       "carol-1")
     assert painted["success"] is True
     gallery = accounts_server.data_dir / "gallery"

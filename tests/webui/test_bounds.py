@@ -334,8 +334,9 @@ def raw_join(server, api_name: str, data: list, session_hash: str = "boundsraw1"
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, "twelve", True, None])
 def test_raw_queue_join_with_nan_or_text_is_one_translated_sentence(personal_server, bad):
-    # prompt, negative, style, model, sampler, steps, guidance, width, height, seed, batch
-    data = ["x", "", "", "", "", bad, 5.0, 64, 64, 7, 1]
+    # prompt, negative, style, model, sampler, steps, guidance, width, height, seed, batch,
+    # VAE, CLIP skip, hires fix (enable, upscaler, scale, steps, denoising, resize x, y)
+    data = ["x", "", "", "", "", bad, 5.0, 64, 64, 7, 1, "", 1, False, "Latent", 2, 0, 0.7, 0, 0]
     message = raw_join(personal_server, "txt2img", data)
     if bad is None:  # empty: the model's default steps
         assert message["success"], message
@@ -351,8 +352,9 @@ def test_raw_queue_join_with_nan_or_text_is_one_translated_sentence(personal_ser
 
 
 def test_raw_queue_join_with_a_lone_surrogate_prompt_is_one_sentence(personal_server):
-    for data in (["a fox \ud800", "", "", "", "", 2, 5.0, 64, 64, 7, 1],
-                 ["a fox", "\udfff", "", "", "", 2, 5.0, 64, 64, 7, 1]):
+    hires = [False, "Latent", 2, 0, 0.7, 0, 0]
+    for data in (["a fox \ud800", "", "", "", "", 2, 5.0, 64, 64, 7, 1, "", 1, *hires],
+                 ["a fox", "\udfff", "", "", "", 2, 5.0, 64, 64, 7, 1, "", 1, *hires]):
         message = raw_join(personal_server, "txt2img", data, session_hash="boundsraw3")
         assert not message["success"]
         assert message["output"]["error"] == ("The prompt contains characters that are not "
