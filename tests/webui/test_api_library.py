@@ -354,3 +354,16 @@ def test_clip_skip_vae_and_a_lora_tag_change_the_picture(server: Running, alice:
     assert pixels(f"{PROMPT} <lora:{LORA}:1>") != plain
     assert pixels(f"{PROMPT} <lora:{LORA}:0>") == plain  # weight 0 is a no-op
     assert pixels() == plain  # nothing of the last call stays behind
+
+
+def test_overrides_never_outlive_the_call_and_say_so(server: Running, alice: Member):
+    """AUTOMATIC1111 keeps overrides for everyone when asked not to restore them; Obscura keeps
+    them for nobody (``POST options`` is each caller's own) and names the field as ignored."""
+    response = httpx.post(f"{server.url}/sdapi/v1/txt2img", headers=alice.bearer, timeout=60,
+                          json=small(override_settings={"CLIP_stop_at_last_layers": 2},
+                                     override_settings_restore_afterwards=False))
+    assert response.status_code == 200, response.text
+    info = json.loads(response.json()["info"])
+    assert info["clip_skip"] == 2
+    assert "override_settings_restore_afterwards" in info["obscura_ignored"]
+    assert get(server, alice, "options")["CLIP_stop_at_last_layers"] == 1

@@ -184,6 +184,10 @@ class GenerationFields(BaseModel):
             names.append("alwayson_scripts")
         unknown = sorted(set(self.override_settings) - OVERRIDES)
         names.extend(f"override_settings.{name}" for name in unknown)
+        if not self.override_settings_restore_afterwards and self.override_settings:
+            # AUTOMATIC1111 would keep them for everyone; here they are for this call only
+            # (POST options makes a choice the caller's own).
+            names.append("override_settings_restore_afterwards")
         return names
 
 
