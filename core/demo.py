@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -81,7 +81,7 @@ def _vae():
     )
 
 
-def _with_mean(encoder):  # type: ignore[no-untyped-def]
+def _with_mean(encoder: Any) -> Any:
     """A real CLIP's last layer norm has a bias, so its output's mean is far from 0; a random
     one's is 0, and AUTOMATIC1111's emphasis (which rescales to the original mean) would
     divide by almost nothing. Give the demo's encoders a bias as real ones have."""
