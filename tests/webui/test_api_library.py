@@ -367,3 +367,15 @@ def test_overrides_never_outlive_the_call_and_say_so(server: Running, alice: Mem
     assert info["clip_skip"] == 2
     assert "override_settings_restore_afterwards" in info["obscura_ignored"]
     assert get(server, alice, "options")["CLIP_stop_at_last_layers"] == 1
+
+
+@pytest.mark.parametrize(
+    "prompt", ["x <lora:not-installed:1>", "x <lora:otter-style:abc>", "x <lora::1>",
+               "(x:1.2.3) <lora:otter-style:1>"],
+)
+def test_a_bad_lora_tag_is_a_422_naming_the_prompt(server: Running, alice: Member, prompt: str):
+    response = httpx.post(f"{server.url}/sdapi/v1/txt2img", headers=alice.bearer, timeout=60,
+                          json=small(prompt=prompt))
+    body = assert_error(response, 422, "prompt")
+    assert body["detail"].startswith("prompt: ")
+    assert server.studio.queue.jobs_of(alice.user_id) == []

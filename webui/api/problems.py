@@ -32,6 +32,19 @@ FIELD_OF_CODE = {
     "mask_size_mismatch": "mask",
     "mask_without_image": "init_images",
     "bad_style": "styles",
+    # The model library (issue 11): LoRA tags and prompt weights are written in the prompt.
+    **{code: "prompt" for code in (
+        "lora_bad_tag", "lora_bad_weight", "lora_weight_out_of_range", "too_many_loras",
+        "lora_not_found", "lora_wrong_arch", "lora_unusable", "lora_damaged", "lora_mismatch",
+        "unknown_lora", "lora_refused", "unknown_embedding", "embedding_refused",
+        "prompt_bad_weight", "prompt_weight_out_of_range", "prompt_too_complex",
+        "prompt_weights_unusable",
+    )},
+    **{code: "sd_vae" for code in (
+        "bad_vae", "vae_not_found", "vae_wrong_arch", "vae_unusable", "vae_damaged",
+        "vae_mismatch", "unknown_vae", "vae_refused", "vae_unsupported",
+    )},
+    "clip_skip_out_of_range": "CLIP_stop_at_last_layers",
 }
 TOO_LARGE = {"upload_too_large", "upload_too_many_pixels", "body_too_large"}
 
