@@ -212,3 +212,34 @@ def test_without_spandrel_a_model_upscaler_is_one_sentence(
     # The built-in upscalers need no spandrel.
     assert upscale(upscale_engine, photo(), scale=2.0, upscaler="Lanczos").images[0].size == (
         96, 80)
+
+
+# Tiny transformer and attention upscalers (spandrel's own classes, random weights): they load
+# without torchvision and run on tiles (each padded to the model's size rules by spandrel).
+TINY = {
+    "SwinIR": dict(embed_dim=12, depths=[1], num_heads=[1], window_size=4, upscale=4,
+                   upsampler="pixelshuffle"),
+    "DAT": dict(embed_dim=16, depth=[2], num_heads=[2], upscale=2),  # 12 leaves a 0-wide layer
+    "HAT": dict(embed_dim=12, depths=(1,), num_heads=(1,), window_size=4, upscale=4,
+                squeeze_factor=2, compress_ratio=2),
+    "SPAN": dict(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=4),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(TINY))
+def test_transformer_upscalers_run_on_tiles(tmp_path: Path, arch: str) -> None:
+    import importlib
+
+    from core.upscale import UpscalerModels
+
+    load_spandrel()
+    module = importlib.import_module(f"spandrel.architectures.{arch}")
+    torch.manual_seed(0)
+    network = getattr(module, arch)(**TINY[arch]).eval()
+    path = save(network, tmp_path / f"tiny-{arch}.safetensors")
+    scale = int(TINY[arch]["upscale"])
+    image = photo(TILE + 13, 21)  # two tiles, sides that are no multiple of the window
+    out = UpscalerModels("cpu").upscale(path, image, image.width * scale, image.height * scale)
+    assert out.size == (image.width * scale, image.height * scale)
+    lanczos = image.resize(out.size, Image.Resampling.LANCZOS)
+    assert not np.array_equal(np.asarray(out), np.asarray(lanczos))
