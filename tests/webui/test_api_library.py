@@ -326,6 +326,27 @@ def test_the_pages_offer_vae_clip_skip_and_a_lora_helper(personal: Running):
 def test_the_lora_helper_appends_one_tag_for_a_library_lora(personal: Running):
     from webui.ui.common import with_lora
 
+    # The page's event, as the browser sends it: choosing the LoRA rewrites the prompt box
+    # and resets the picker.
+    config = httpx.get(f"{personal.url}/config").json()
+    prompt_box = next(c["id"] for c in config["components"]
+                      if c["props"].get("elem_id") == "txt2img-prompt")
+    pickers = {c["id"] for c in config["components"] if c["props"].get("elem_id") == "lora-add"}
+    assert len(pickers) == 3  # one on each painting page
+    event = next(d for d in config["dependencies"]
+                 if d["inputs"][:1] == [prompt_box] and d["inputs"][1:] == d["targets"][0][:1]
+                 and d["targets"][0][0] in pickers)
+    with httpx.Client(base_url=personal.url) as http:
+        joined = http.post("/gradio_api/queue/join", json={
+            "data": ["an otter", LORA], "fn_index": event["id"], "session_hash": "lora-pick-1",
+            "event_data": None, "trigger_id": None})
+        assert joined.status_code == 200, joined.text
+        with http.stream("GET", "/gradio_api/queue/data?session_hash=lora-pick-1") as events:
+            done = next(json.loads(line[5:]) for line in events.iter_lines()
+                        if line.startswith("data:") and "process_completed" in line)
+    assert done["success"], done
+    assert done["output"]["data"][:2] == [f"an otter, <lora:{LORA}:1>", ""]
+
     studio = personal.studio
     assert with_lora(studio, "", LORA) == f"<lora:{LORA}:1>"
     assert with_lora(studio, "an otter ", LORA) == f"an otter, <lora:{LORA}:1>"
