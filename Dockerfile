@@ -51,8 +51,11 @@ RUN PIP_INDEX_URL="${TORCH_INDEX_URL:-https://pypi.org/simple}" \
     pip install --no-cache-dir "torch==${TORCH_VERSION}"
 # The build context is an allowlist (.dockerignore): sources and pyproject only, never data or models.
 COPY . /src
-# Installs the project non-editable, then removes pip itself: the image runs code, it installs none.
+# Installs the project non-editable, and spandrel (upscaler models) without its declared
+# torchvision, as the Makefile does (docs/models.md, "Upscalers"); then removes pip itself: the
+# image runs code, it installs none.
 RUN pip install --no-cache-dir /src \
+ && pip install --no-cache-dir --no-deps "spandrel==0.4.2" \
  && pip uninstall --yes pip
 
 # ---------------------------------------------------------------------------------------------
