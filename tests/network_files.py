@@ -91,3 +91,18 @@ def tiny_vae(pipe: Any, seed: int = 7, **changes: Any) -> dict[str, torch.Tensor
     torch.manual_seed(seed)
     vae = AutoencoderKL.from_config(config)
     return {k: v.contiguous() for k, v in vae.state_dict().items()}
+
+
+def peft_format(pipe: Any, kohya: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same LoRA as diffusers' ``save_lora_weights`` writes it (``unet.….lora_A.weight``)."""
+    from peft.utils import get_peft_model_state_dict
+
+    pipe.load_lora_weights(dict(kohya), adapter_name="convert")
+    state: dict[str, torch.Tensor] = {}
+    for part in ("unet", "text_encoder", "text_encoder_2"):
+        model = getattr(pipe, part, None)
+        if model is not None and "convert" in getattr(model, "peft_config", {}):
+            for key, value in get_peft_model_state_dict(model, adapter_name="convert").items():
+                state[f"{part}.{key}"] = value.detach().clone()
+    pipe.delete_adapters("convert")
+    return state

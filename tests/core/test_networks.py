@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from network_files import kohya_lora, loha, save_lora, tiny_vae
+from network_files import kohya_lora, loha, peft_format, save_lora, tiny_vae
 
 from core.demo import DEMO_NAME, build_demo_pipeline, save_demo_model
 from core.engine import Engine, GenerationRequest, HiresFix
@@ -33,6 +33,7 @@ def lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_demo_model(folder / XL, arch="sdxl")
     sd, xl = build_demo_pipeline("sd"), build_demo_pipeline("sdxl")
     save_lora(folder / "style.safetensors", kohya_lora(sd, seed=1))
+    save_lora(folder / "style-peft.safetensors", peft_format(sd, kohya_lora(sd, seed=1)))
     save_lora(folder / "ink.safetensors", kohya_lora(sd, seed=2))
     save_lora(folder / "paper.safetensors", kohya_lora(sd, seed=3))
     save_lora(folder / "unet-only.safetensors", kohya_lora(sd, seed=4, text_encoder=False))
@@ -241,6 +242,11 @@ def test_text_encoder_and_unet_weights_apart(engine: Engine, fresh: dict[str, to
         assert not torch.equal(picture, both)
     assert not torch.equal(pixels(engine, "<lora:style:2>a lighthouse"), both)  # > 1 works
     assert not torch.equal(pixels(engine, "<lora:style:-1>a lighthouse"), both)  # < 0 works
+
+
+def test_a_diffusers_format_lora_paints_as_its_kohya_original(engine: Engine) -> None:
+    kohya = pixels(engine, "<lora:style:0.7>a lighthouse")
+    assert torch.equal(pixels(engine, "<lora:style-peft:0.7>a lighthouse"), kohya)
 
 
 def test_sdxl_lora_on_both_text_encoders(engine: Engine, fresh: dict[str, torch.Tensor]) -> None:
