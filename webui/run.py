@@ -45,7 +45,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image, ImageFilter, ImageOps
 
@@ -229,7 +229,7 @@ def _clean_images(studio: Studio, inputs: RunInputs) -> dict[str, Image.Image]:
     for item in inputs.images:
         if item.name not in REQUEST_FIELD:
             raise ValueError(f"unknown run image {item.name!r}")
-        mode = "L" if item.name in GREY else "RGB"
+        mode: Literal["RGB", "L"] = "L" if item.name in GREY else "RGB"
         if isinstance(item.data, Image.Image):
             pictures[item.name] = item.data if item.data.mode == mode else item.data.convert(mode)
             continue
@@ -258,12 +258,18 @@ def _clean_images(studio: Studio, inputs: RunInputs) -> dict[str, Image.Image]:
 
 
 async def paint(
-    studio: Studio, owner: str, inputs: RunInputs, *, every: float | None = 0.0
+    studio: Studio,
+    owner: str,
+    inputs: RunInputs,
+    *,
+    every: float | None = 0.0,
+    every_in_line: float | None = None,
 ) -> AsyncIterator[Update]:
     """Run ``inputs`` for ``owner``, yielding :class:`Update` s; the last has the answer.
 
     ``every``: updates come on each change of the job, but no more often than every ``every``
     seconds (the newest state, coalesced; the end is never delayed); ``None``: only the answer.
+    ``every_in_line``: the same while the job waits in line (default: ``every``).
 
     Raises :class:`core.errors.InputError` / :class:`privacy.errors.PrivacyError` (one sentence;
     ``shutting_down`` when the server stops) or ``RuntimeError`` (the engine failed). Closing
@@ -285,7 +291,7 @@ async def paint(
         kind = request.mode
         if inputs.images:
             pictures = await asyncio.to_thread(_clean_images, studio, inputs)
-            fields = {REQUEST_FIELD[name]: picture for name, picture in pictures.items()}
+            fields: dict[str, Any] = {REQUEST_FIELD[n]: pic for n, pic in pictures.items()}
             checked = dataclasses.replace(request, **fields)
             await asyncio.to_thread(studio.engine.validate, checked)
             kind = checked.mode
@@ -304,7 +310,7 @@ async def paint(
                 )
             if not decoded:
                 return req
-            fields = {REQUEST_FIELD[name]: picture for name, picture in decoded.items()}
+            fields: dict[str, Any] = {REQUEST_FIELD[n]: pic for n, pic in decoded.items()}
             return dataclasses.replace(req, **fields)
 
         def on_end(job: Job) -> None:
@@ -355,7 +361,10 @@ async def paint(
                                      iteration=index, preview=fresh)
                     else:
                         yield Update("starting", iteration=index)
-                    await wake.change(every)
+                    pause = every
+                    if job.state is JobState.QUEUED and every_in_line is not None:
+                        pause = every_in_line
+                    await wake.change(pause)
                 await wake.ended
             finally:
                 wake.unsubscribe()

@@ -41,6 +41,7 @@ log = logging.getLogger("obscura.webui")
 # message (with 20 people waiting, every job that ends moves 19 places in line); a preview is
 # encoded only when it changed and is about to be sent.
 STEP_UPDATE_SECONDS = 0.25
+LINE_UPDATE_SECONDS = 1.0  # the place in line, while waiting
 # A browser session unused this long is dropped from Gradio's per-session state (the last
 # pictures it showed, its components), so memory stays flat however many sessions come and go.
 SESSION_IDLE_SECONDS = 30 * 60
@@ -329,7 +330,8 @@ async def stream(
     pending: Image.Image | None = None
     status = ""
     try:
-        async for update in paint(studio, viewer.user_id, inputs, every=STEP_UPDATE_SECONDS):
+        async for update in paint(studio, viewer.user_id, inputs, every=STEP_UPDATE_SECONDS,
+                                  every_in_line=LINE_UPDATE_SECONDS):
             answer = update.answer
             if answer is not None:
                 if answer.interrupted and not answer.pictures:
