@@ -181,7 +181,8 @@ STORES: tuple[Store, ...] = (
         "chosen model, VAE and CLIP skip (names of the server's shared library, never a LoRA "
         "or embedding name), by pseudonymous id (until restart); which upload path, Gradio "
         "session and job belong to which pseudonymous id (never written); finished jobs' "
-        "results for up to 10 minutes unless fetched; uploads not yet taken by their job (the "
+        "results for up to 10 minutes unless fetched (with the names of the LoRAs a job ran "
+        "without, for its owner only); uploads not yet taken by their job (the "
         "bytes as sent, at most 1 GiB in all).",
         where="server process memory only",
         encryption="not applicable; never written to disk",
@@ -189,6 +190,18 @@ STORES: tuple[Store, ...] = (
         "throttle until a day passes; uploads until their job takes them, or 10 minutes unused "
         "(the mask painter's re-uploads 2); ownership of sessions and jobs a week after last "
         "use; a restart forgets all",
+        readers="the server process",
+        medium="memory",
+    ),
+    Store(
+        name="loaded LoRAs and VAEs",
+        holds="LoRA adapters and VAEs read from the models folder for recent jobs, on the "
+        "device under opaque ids (obscura_lora_N, never a file's name), each with the path, size "
+        "and time of the file it came from. No user data: which LoRAs a job used is not kept.",
+        where="server process memory (and the GPU's) only",
+        encryption="not applicable; never written to disk",
+        retention="8 LoRAs and 2 VAEs per loaded model, least recently used dropped; all when the "
+        "model is switched or the server restarts",
         readers="the server process",
         medium="memory",
     ),
