@@ -222,3 +222,19 @@ def test_a_stranger_guessing_cannot_lock_the_owner_out_from_another_address(acco
     with elsewhere:
         response = elsewhere.post("/login", data={"username": "bob", "password": PASSWORD})
     assert response.status_code == 200, response.text
+
+
+def test_an_api_token_paints_but_cannot_change_the_account_or_run_admin(accounts_server):
+    alice = accounts_server.login("alice")
+    made = run_raw(alice, "new_token", ["leaky-plugin"], "alice-token-1")
+    assert made["success"] is True, made
+    token = made["output"]["data"][0].split()[-1]
+    alice.close()
+    with accounts_server.client(headers={"authorization": f"Bearer {token}"}) as script:
+        assert script.get("/sdapi/v1/options").status_code == 200  # the token works
+        for name, data in (("make_invite", []), ("make_token", ["more"]),
+                           ("new_token", ["more"]), ("save_settings", [0, True]),
+                           ("remove_all", ["DELETE"]), ("delete_user", ["bob"])):
+            result = run_raw(script, name, data, session_hash=f"token-{name}")
+            assert result["success"] is False, name
+            assert "password" in result["output"]["error"], name

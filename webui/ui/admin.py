@@ -7,7 +7,7 @@ import gradio as gr
 
 from webui.i18n import error_text, language_of, text
 from webui.studio import Studio
-from webui.ui.common import label, viewer_of
+from webui.ui.common import account_viewer, label
 
 
 def build(studio: Studio) -> None:
@@ -32,7 +32,7 @@ def build(studio: Studio) -> None:
               interactive=False, elem_id="admin-retention")
 
     def require_admin(request: gr.Request):
-        viewer = viewer_of(studio, request)
+        viewer = account_viewer(studio, request)
         if not viewer.is_admin:
             raise gr.Error(text("admin_only", language_of(request)), print_exception=False)
         return viewer

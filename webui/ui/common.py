@@ -63,6 +63,17 @@ def viewer_of(studio: Studio, request: gr.Request | None) -> Viewer:
     return viewer
 
 
+def account_viewer(studio: Studio, request: gr.Request | None) -> Viewer:
+    """:func:`viewer_of` for what changes an account (settings, tokens, deletions, the Admin
+    page): it needs a login with the password. An API token is for painting; one that leaked
+    must not be able to mint more tokens, turn retention off or run the Admin page."""
+    viewer = viewer_of(studio, request)
+    if studio.accounts is not None and viewer.session is None:
+        raise gr.Error(text("password_login_needed", language_of(request)),
+                       print_exception=False)
+    return viewer
+
+
 def lang_of(request: gr.Request | None) -> str:
     return language_of(request)
 

@@ -7,7 +7,7 @@ import gradio as gr
 
 from webui.i18n import error_text, language_of, text
 from webui.studio import Studio
-from webui.ui.common import label, viewer_of
+from webui.ui.common import account_viewer, label, viewer_of
 
 
 def stored_summary(studio: Studio, request: gr.Request) -> str:
@@ -63,7 +63,7 @@ def build(studio: Studio) -> None:
         return settings.retention_days, settings.embed_parameters, stored_summary(studio, request)
 
     def save_settings(days: float | None, keep_parameters: bool, request: gr.Request):
-        viewer = viewer_of(studio, request)
+        viewer = account_viewer(studio, request)
         lang = language_of(request)
         try:
             accounts.update_settings(viewer.user_id, retention_days=int(days or 0),
@@ -73,7 +73,7 @@ def build(studio: Studio) -> None:
         return text("saved", lang), stored_summary(studio, request)
 
     def remove_all(word: str, request: gr.Request):
-        viewer = viewer_of(studio, request)
+        viewer = account_viewer(studio, request)
         lang = language_of(request)
         if (word or "").strip() != "DELETE":
             raise gr.Error(text("confirm_needed", lang), print_exception=False)
@@ -81,7 +81,7 @@ def build(studio: Studio) -> None:
         return text("deleted_all", lang, count=count), stored_summary(studio, request), ""
 
     def new_token(name: str, request: gr.Request) -> str:
-        viewer = viewer_of(studio, request)
+        viewer = account_viewer(studio, request)
         lang = language_of(request)
         try:
             value = accounts.create_token(viewer.user_id, (name or "").strip())
