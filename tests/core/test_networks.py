@@ -425,3 +425,21 @@ def test_nothing_is_written_into_the_models_folder(lib: Path, no_egress: list[st
     pixels(engine, "<lora:style:1> <lora:te-only:1>a lighthouse", vae="other-vae")
     pixels(engine, "<lora:xl-style:1>a lighthouse", model=XL)
     assert snapshot() == before
+
+
+def test_a_tear_down_that_fails_reloads_the_model_before_the_next_job(
+    lib: Path, fresh: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = _engine(lib)
+    pixels(engine, "<lora:style:1>a lighthouse")
+    networks = engine._networks
+    assert networks is not None
+
+    def fails() -> None:
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(networks.base, "disable_lora", fails)
+    pixels(engine, "<lora:style:1>a lighthouse")  # its LoRA could not be switched off
+    assert networks.broken
+    assert torch.equal(pixels(engine), fresh[SD])  # a freshly loaded model, not the LoRA's
+    assert engine._networks is not networks
