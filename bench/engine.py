@@ -1,4 +1,6 @@
-"""Engine overhead: N jobs through Obscura's queue vs the same diffusers pipeline called directly.
+"""Engine overhead: N jobs through Obscura's queue vs the same diffusers pipeline called directly,
+for txt2img and for img2img from a 1024 px JPEG (both sides decode it with Pillow), interleaved.
+The whole server path (scrub, spool, HTTP) is bench/api.py.
 
 Prints a Markdown table (paste into docs/benchmarks.md with the machine it ran on). Not a test.
 
@@ -9,6 +11,7 @@ Prints a Markdown table (paste into docs/benchmarks.md with the machine it ran o
 from __future__ import annotations
 
 import argparse
+import io
 import platform
 import statistics
 import tempfile
@@ -16,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 import core  # noqa: F401  (offline first)
 from core.demo import save_demo_model
@@ -28,19 +32,38 @@ def _median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def bench_model(models: Path, name: str, device: str, size: int, steps: int, runs: int) -> dict:
+def photo_jpeg(side: int = 1024) -> bytes:
+    buffer = io.BytesIO()
+    Image.effect_noise((side, side), 64).convert("RGB").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def bench_model(
+    models: Path, name: str, device: str, size: int, steps: int, runs: int, mode: str = "txt2img"
+) -> dict:
     engine = Engine(ModelRegistry(models), device=device)
-    engine.load(name)
-    pipe = engine._pipes["txt2img"]
+    info = engine.load(name)
+    pipe = engine._pipeline(info, mode)
     request = dict(width=size, height=size, num_inference_steps=steps, guidance_scale=5.0)
+    jpeg = photo_jpeg() if mode == "img2img" else b""
+
+    def photo() -> Image.Image:
+        return Image.open(io.BytesIO(jpeg)).convert("RGB")
 
     def direct() -> None:
         generator = [torch.Generator("cpu").manual_seed(1)]
-        pipe("a lighthouse", generator=generator, **request)
+        if mode == "img2img":
+            image = photo().resize((size, size), Image.Resampling.LANCZOS)
+            pipe("a lighthouse", generator=generator, image=image, strength=0.5,
+                 num_inference_steps=steps, guidance_scale=5.0)
+        else:
+            pipe("a lighthouse", generator=generator, **request)
 
     def through_queue(queue: JobQueue) -> None:
+        extra: dict = {"image": photo(), "strength": 0.5} if mode == "img2img" else {}
         queue.submit(
-            GenerationRequest("a lighthouse", seed=1, model=name, **request), owner="bench"
+            GenerationRequest("a lighthouse", seed=1, model=name, **request, **extra),
+            owner="bench",
         ).wait()
 
     queue = JobQueue([engine])
@@ -60,7 +83,7 @@ def bench_model(models: Path, name: str, device: str, size: int, steps: int, run
     queue.stop()
     direct_ms, engine_ms = _median_ms(times["direct"]), _median_ms(times["engine"])
     return {
-        "model": name,
+        "model": name if mode == "txt2img" else f"{name} img2img (1024 px JPEG)",
         "device": device,
         "size": size,
         "steps": steps,
@@ -132,6 +155,7 @@ def main() -> None:
         models = Path(tmp)
         save_demo_model(models / "demo-tiny-sd", arch="sd")
         rows.append(bench_model(models, "demo-tiny-sd", "cpu", 256, 8, args.runs))
+        rows.append(bench_model(models, "demo-tiny-sd", "cpu", 256, 8, args.runs, "img2img"))
         if args.gpu and torch.cuda.is_available():
             build_real_shape_model("sd1", models / "random-sd15")
             rows.append(bench_model(models, "random-sd15", "cuda:0", 512, 20, args.runs))
