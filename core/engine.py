@@ -575,8 +575,9 @@ class Engine:
             self._networks.use_prompt(hr_prompt, bool(request.allow_missing_networks))
         if (hr_prompt, hr_negative, hr_steps) != (request.prompt, request.negative_prompt, steps):
             with torch.inference_mode():
+                text = self._networks.text if self._networks is not None else str
                 prompts = conditioning.encode_for_steps(
-                    pipe, hr_prompt, hr_negative, hr_steps,
+                    pipe, text(hr_prompt), text(hr_negative), hr_steps,
                     clip_skip=int(request.clip_skip) if info.arch == "sd1" else 1,
                 )
 
@@ -666,8 +667,9 @@ class Engine:
             with torch.inference_mode():
                 prompts = conditioning.encode_for_steps(
                     pipe,
-                    request.prompt,
-                    request.negative_prompt,
+                    # embedding names as the tokenizer holds them (core/networks.py)
+                    self._networks.text(request.prompt),
+                    self._networks.text(request.negative_prompt),
                     steps,
                     clip_skip=int(request.clip_skip) if info.arch == "sd1" else 1,
                 )

@@ -63,6 +63,7 @@ MAX_LORAS = 8  # distinct LoRAs one prompt may use
 MAX_LORA_WEIGHT = 10.0  # either sign; A1111 has no bound, typical weights are -2..2
 LORA_CACHE = 8  # adapters kept loaded per model, besides the current job's
 VAE_CACHE = 2  # VAEs kept loaded per model
+MAX_EMBEDDINGS = 16  # embeddings one job's prompts may use
 MAX_NAME_CHARS = 255
 LORA_TAGS = ("lora", "lyco")  # A1111 reads <lyco:...> as <lora:...>
 AUTOMATIC_VAE = ("automatic", "none", "")  # A1111's sd_vae values for "the model's own"
@@ -218,6 +219,22 @@ def _vae_error(code: str, name: str, reason: str = "") -> InputError:
         "vae_mismatch",
         "The VAE “{name}” does not fit this model (its layers have other shapes); choose "
         "Automatic or another VAE.",
+        name=name,
+    )
+
+
+def _embedding_error(code: str, name: str) -> InputError:
+    if code == "embedding_damaged":
+        return InputError(
+            "embedding_damaged",
+            "The embedding “{name}” could not be read: the file is damaged or is not an "
+            "embedding; download it again.",
+            name=name,
+        )
+    return InputError(
+        "embedding_mismatch",
+        "The embedding “{name}” does not fit this model (its vectors have another width, or "
+        "its name is already a word of the model's vocabulary).",
         name=name,
     )
 
@@ -399,6 +416,9 @@ class NetworkSet:
         self._vaes: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
         self._counter = 0
         self._job: Applied | None = None
+        # (tokenizer, text encoder, tokens) of this job's embeddings, removed when it ends.
+        self._tokens: list[tuple[Any, Any, list[str], tuple[Any, Any, int]]] = []
+        self._words: list[str] = []  # their names, lower case
         self._job_vae: Any = None
         self.loads = 0  # files read (LoRAs and VAEs), for tests and the benchmark
 
@@ -412,6 +432,7 @@ class NetworkSet:
         self._job = used
         try:
             self.use_loras(request.prompt, bool(request.allow_missing_networks), used)
+            self.use_embeddings(_prompt_texts(request), bool(request.allow_missing_networks), used)
             name = vae_name(request.vae)
             if name is not None:
                 self._job_vae = self._vae(name)
@@ -554,6 +575,124 @@ class NetworkSet:
     def cached_loras(self) -> int:
         return len(self._adapters)
 
+    # -- embeddings -----------------------------------------------------------------------
+    def use_embeddings(self, texts: list[str], allow_missing: bool, used: Applied) -> None:
+        """Load, for this job only, the library's embeddings whose names the prompts use.
+
+        As in A1111 an embedding is used by writing its name (any case) in the prompt or the
+        negative prompt. diffusers' ``load_textual_inversion`` adds its tokens to the shared
+        tokenizer and text encoder; they are removed again when the job ends, so a word that is
+        an embedding's name means that embedding in every job alike, and nothing of one job's
+        embeddings is left for the next. An embedding for another architecture is not loaded
+        (its name stays text, as in A1111) and is listed in ``skipped_networks``.
+        """
+        if self.library is None or not hasattr(self.library, "items"):
+            return
+        texts = [t for t in texts if t]
+        if not texts:
+            return
+        taken: set[str] = set()
+        for item in self.library.items("embedding"):
+            word = str(item.name).lower()
+            if not word or word in taken or not any(_has_word(t, word) for t in texts):
+                continue
+            taken.add(word)
+            if len(taken) > MAX_EMBEDDINGS:
+                raise InputError(
+                    "too_many_embeddings",
+                    "The prompts can use at most {max} embeddings.",
+                    max=MAX_EMBEDDINGS,
+                )
+            if item.arch and self.info.arch and item.arch != self.info.arch:
+                used.skipped.append({
+                    "kind": "embedding", "name": str(item.name), "code": "embedding_wrong_arch",
+                    "message": f"The embedding “{item.name}” is made for {_title(item.arch)}; "
+                    f"its name was read as text.",
+                })
+                continue
+            try:
+                self._load_embedding(item, word)
+            except InputError as err:
+                if not allow_missing:
+                    raise
+                log.info("network skipped: %s", err.code)
+                used.skipped.append(
+                    {"kind": "embedding", "name": str(item.name), "code": err.code,
+                     "message": str(err)}
+                )
+
+    def text(self, prompt: str) -> str:
+        """``prompt`` with this job's embedding names written in lower case, as the tokenizer
+        holds them (CLIP reads text in lower case anyway; diffusers' multi-vector expansion
+        matches case), so ``EasyNegative`` and ``easynegative`` are one embedding, as in A1111.
+        Nothing else of the prompt changes."""
+        for word in self._words:
+            prompt = _lower_word(prompt, word)
+        return prompt
+
+    def _encoder_pairs(self) -> list[tuple[Any, Any]]:
+        pairs = [(getattr(self.base, "tokenizer", None), getattr(self.base, "text_encoder", None)),
+                 (getattr(self.base, "tokenizer_2", None), getattr(self.base, "text_encoder_2", None))]
+        return [(t, e) for t, e in pairs if t is not None and e is not None]
+
+    def _load_embedding(self, item: Any, word: str) -> None:
+        name = str(item.name)
+        try:
+            state = read_weights(Path(item.path))
+        except Exception:
+            log.info("embedding refused: embedding_damaged")
+            raise _embedding_error("embedding_damaged", name) from None
+        pairs = self._encoder_pairs()
+        if len(pairs) == 2:  # SDXL: one set of vectors per encoder
+            vectors = [state.get("clip_l"), state.get("clip_g")]
+        else:
+            keys = [k for k in state if k == "emb_params" or k.startswith("string_to_param")]
+            if not keys and len(state) == 1:
+                keys = list(state)
+            vectors = [state[keys[0]] if keys else None]
+        if any(v is None or v.dim() not in (1, 2) or v.numel() == 0 for v in vectors):
+            raise _embedding_error("embedding_mismatch", name)
+        for (tokenizer, encoder), tensor in zip(pairs, vectors, strict=True):
+            assert tensor is not None
+            tensor = tensor.reshape(-1, tensor.shape[-1]) if tensor.dim() == 2 else tensor[None]
+            tokens = [word] + [f"{word}_{i}" for i in range(1, tensor.shape[0])]
+            width = encoder.get_input_embeddings().weight.shape[-1]
+            if tensor.shape[-1] != width or any(t in tokenizer.get_vocab() for t in tokens):
+                raise _embedding_error("embedding_mismatch", name)
+            # The model's own token table, put back as it was (the same tensor) afterwards.
+            table = encoder.get_input_embeddings()
+            own = (table, table.weight.data, encoder.config.vocab_size)
+            try:
+                self.base.load_textual_inversion(
+                    tensor, token=word, tokenizer=tokenizer, text_encoder=encoder
+                )
+            except (MemoryError, torch.OutOfMemoryError):
+                raise
+            except Exception as exc:
+                log.info("embedding refused: embedding_mismatch (%s)", type(exc).__name__)
+                self._restore_table(tokenizer, encoder, tokens, own)
+                raise _embedding_error("embedding_mismatch", name) from None
+            self._tokens.append((tokenizer, encoder, tokens, own))
+        self._words.append(word)
+
+    def _embeddings_off(self) -> None:
+        self._words = []
+        while self._tokens:
+            self._restore_table(*self._tokens.pop())
+
+    def _restore_table(
+        self, tokenizer: Any, encoder: Any, tokens: list[str], own: tuple[Any, Any, int]
+    ) -> None:
+        if any(t in tokenizer.get_vocab() for t in tokens):
+            self.base.unload_textual_inversion(tokens, tokenizer=tokenizer, text_encoder=encoder)
+        table, data, vocab_size = own
+        # transformers resizes the table in place (a new tensor under the same parameter): the
+        # model's own tensor goes back, untouched.
+        table.weight.data = data
+        table.num_embeddings = data.shape[0]
+        encoder.set_input_embeddings(table)
+        encoder.config.vocab_size = vocab_size
+
     # -- VAEs -----------------------------------------------------------------------------
     def _vae(self, name: str) -> Any:
         item = _find_vae(self.library, name, self.info)
@@ -612,6 +751,11 @@ class NetworkSet:
     # -- after the job ----------------------------------------------------------------------
     def _reset(self, pipes: dict[str, Any]) -> None:
         try:
+            self._embeddings_off()
+        except Exception as exc:
+            log.error("embedding tear-down failed: %s", type(exc).__name__)
+            self.broken = True
+        try:
             self._lora_off()
             for pipe in list(pipes.values()):
                 self._set_vae(pipe, self.own_vae)
@@ -625,3 +769,39 @@ def _remove_hooks(module: Any) -> None:
         from accelerate.hooks import remove_hook_from_module
 
         remove_hook_from_module(module, recurse=True)
+
+
+def _prompt_texts(request: Any) -> list[str]:
+    texts = [request.prompt, request.negative_prompt]
+    hires = getattr(request, "hires", None)
+    for name in ("prompt", "negative_prompt"):
+        value = getattr(hires, name, None) if hires is not None else None
+        if isinstance(value, str):
+            texts.append(value)
+    return [t for t in texts if isinstance(t, str)]
+
+
+def _word_starts(text: str, word: str) -> list[int]:
+    """Where ``word`` (lower case) stands in ``text`` (any case), not inside a longer word."""
+    lowered, found = text.lower(), []
+    if len(lowered) != len(text):  # a character whose lower case is longer: compare as is
+        lowered = text
+    start = lowered.find(word)
+    while start != -1:
+        end = start + len(word)
+        before = text[start - 1] if start else " "
+        after = text[end] if end < len(text) else " "
+        if not (before.isalnum() or before == "_") and not (after.isalnum() or after == "_"):
+            found.append(start)
+        start = lowered.find(word, start + 1)
+    return found
+
+
+def _has_word(text: str, word: str) -> bool:
+    return bool(_word_starts(text, word))
+
+
+def _lower_word(text: str, word: str) -> str:
+    for start in reversed(_word_starts(text, word)):
+        text = text[:start] + word + text[start + len(word):]
+    return text

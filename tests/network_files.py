@@ -54,6 +54,8 @@ def kohya_lora(
             parts.append(("lora_te", pipe.text_encoder))
     state: dict[str, torch.Tensor] = {}
     for prefix, model in parts:
+        if any(".base_layer" in name for name, _ in model.named_modules()):
+            raise ValueError("this pipeline has had a LoRA loaded; build a fresh one")
         for name, module in model.named_modules():
             if isinstance(module, torch.nn.Linear) and name.endswith(_TARGETS):
                 if sgm and prefix == "lora_unet":
@@ -94,7 +96,9 @@ def tiny_vae(pipe: Any, seed: int = 7, **changes: Any) -> dict[str, torch.Tensor
 
 
 def peft_format(pipe: Any, kohya: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The same LoRA as diffusers' ``save_lora_weights`` writes it (``unet.….lora_A.weight``)."""
+    """The same LoRA as diffusers' ``save_lora_weights`` writes it (``unet.….lora_A.weight``).
+
+    ``pipe`` keeps peft's wrapped layers afterwards: give it a pipeline of its own."""
     from peft.utils import get_peft_model_state_dict
 
     pipe.load_lora_weights(dict(kohya), adapter_name="convert")
@@ -106,3 +110,14 @@ def peft_format(pipe: Any, kohya: dict[str, torch.Tensor]) -> dict[str, torch.Te
                 state[f"{part}.{key}"] = value.detach().clone()
     pipe.delete_adapters("convert")
     return state
+
+
+def embedding(width: int = 32, vectors: int = 2, seed: int = 3, sdxl: bool = False) -> dict[str, torch.Tensor]:
+    """A textual-inversion embedding: A1111's ``emb_params``, or SDXL's ``clip_l`` + ``clip_g``."""
+    generator = torch.Generator().manual_seed(seed)
+    if sdxl:
+        return {
+            "clip_l": torch.randn(vectors, width, generator=generator),
+            "clip_g": torch.randn(vectors, width, generator=generator),
+        }
+    return {"emb_params": torch.randn(vectors, width, generator=generator)}

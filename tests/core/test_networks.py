@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from network_files import kohya_lora, loha, peft_format, save_lora, tiny_vae
+from network_files import embedding, kohya_lora, loha, peft_format, save_lora, tiny_vae
 
 from core.demo import DEMO_NAME, build_demo_pipeline, save_demo_model
 from core.engine import Engine, GenerationRequest, HiresFix
@@ -33,7 +33,11 @@ def lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_demo_model(folder / XL, arch="sdxl")
     sd, xl = build_demo_pipeline("sd"), build_demo_pipeline("sdxl")
     save_lora(folder / "style.safetensors", kohya_lora(sd, seed=1))
-    save_lora(folder / "style-peft.safetensors", peft_format(sd, kohya_lora(sd, seed=1)))
+    # On a pipeline of its own: loading a LoRA wraps the layers the other files are made from.
+    save_lora(
+        folder / "style-peft.safetensors",
+        peft_format(build_demo_pipeline("sd"), kohya_lora(sd, seed=1)),
+    )
     save_lora(folder / "ink.safetensors", kohya_lora(sd, seed=2))
     save_lora(folder / "paper.safetensors", kohya_lora(sd, seed=3))
     save_lora(folder / "unet-only.safetensors", kohya_lora(sd, seed=4, text_encoder=False))
@@ -43,6 +47,12 @@ def lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_lora(folder / "soft-loha.safetensors", loha(sd))
     save_lora(folder / "broken.safetensors", kohya_lora(sd, seed=8))
     save_lora(folder / "other-vae.safetensors", tiny_vae(sd, seed=7))
+    emb = folder / "embeddings"
+    emb.mkdir()
+    save_lora(emb / "Otter-Token.safetensors", embedding(seed=3))
+    first = {"emb_params": embedding(seed=3)["emb_params"][:1]}
+    save_lora(emb / "otter-first.safetensors", first)
+    save_lora(emb / "xl-token.safetensors", embedding(seed=4, sdxl=True))
     save_lora(folder / "tiny-sdxl-vae.safetensors", tiny_vae(sd, seed=9))
     save_lora(folder / "odd-vae.safetensors", tiny_vae(sd, seed=10, block_out_channels=[8, 16, 16, 16]))
     return folder
@@ -443,3 +453,49 @@ def test_a_tear_down_that_fails_reloads_the_model_before_the_next_job(
     assert networks.broken
     assert torch.equal(pixels(engine), fresh[SD])  # a freshly loaded model, not the LoRA's
     assert engine._networks is not networks
+
+
+# -- embeddings (textual inversion) -------------------------------------------------------------
+def test_an_embedding_is_used_by_its_name_for_that_job_only(
+    lib: Path, fresh: dict[str, torch.Tensor]
+) -> None:
+    engine = _engine(lib)
+    blank = _engine(lib)
+    pipe_before = pixels(engine)  # loads the model
+    tokenizer = engine._pipes["txt2img"].tokenizer
+    size, rows = len(tokenizer), engine._pipes["txt2img"].text_encoder.get_input_embeddings().weight.shape
+    assert torch.equal(pipe_before, fresh[SD])
+
+    named = pixels(engine, "a lighthouse, otter-token")
+    assert not torch.equal(named, pixels(blank, "a lighthouse, otter-token-free"))
+    assert torch.equal(pixels(engine, "a lighthouse, OTTER-TOKEN"), named)  # any case, as A1111
+    # Both vectors are used (the file with only the first gives another picture).
+    assert not torch.equal(pixels(engine, "a lighthouse, otter-first"), named)
+    # In the negative prompt too.
+    assert not torch.equal(
+        pixels(engine, negative_prompt="otter-token"), pixels(blank, negative_prompt="otter-tokenx")
+    )
+    # Gone after the job: the tokenizer and the text encoder are as loaded, plain pixels as fresh.
+    assert len(tokenizer) == size
+    assert engine._pipes["txt2img"].text_encoder.get_input_embeddings().weight.shape == rows
+    assert torch.equal(pixels(engine), fresh[SD])
+    # Inside a longer word the name is plain text, exactly as on a server without embeddings.
+    assert torch.equal(
+        pixels(engine, "a lighthouse, otter-tokens"), pixels(blank, "a lighthouse, otter-tokens")
+    )
+
+
+def test_sdxl_embeddings_on_both_encoders_and_skipped_on_sd(
+    engine: Engine, fresh: dict[str, torch.Tensor]
+) -> None:
+    xl = pixels(engine, "a lighthouse, xl-token", model=XL)
+    assert not torch.equal(xl, pixels(engine, "a lighthouse, xl-tokenless", model=XL))
+    result = engine.generate(
+        GenerationRequest("a lighthouse, xl-token", width=SIZE, height=SIZE,
+                          num_inference_steps=3, seed=11, model=SD)
+    )
+    skipped = result.extras["skipped_networks"]
+    assert [(s["kind"], s["name"], s["code"]) for s in skipped] == [
+        ("embedding", "xl-token", "embedding_wrong_arch")
+    ]
+    assert torch.equal(pixels(engine, model=XL), fresh[XL])
