@@ -197,7 +197,9 @@ STORES: tuple[Store, ...] = (
         name="loaded LoRAs and VAEs",
         holds="LoRA adapters and VAEs read from the models folder for recent jobs, on the "
         "device under opaque ids (obscura_lora_N, never a file's name), each with the path, size "
-        "and time of the file it came from. No user data: which LoRAs a job used is not kept.",
+        "and time of the file it came from; during a job only, the tokens of the embeddings "
+        "its prompts name, in the tokenizer. No user data: which LoRAs or embeddings a job used "
+        "is not kept.",
         where="server process memory (and the GPU's) only",
         encryption="not applicable; never written to disk",
         retention="8 LoRAs and 2 VAEs per loaded model, least recently used dropped; all when the "
