@@ -16,7 +16,7 @@ in, first out.
 
 Waiting without polling: :meth:`Job.subscribe` calls back (on the worker thread) after every
 step, when the queue moves (a waiting job's position may change) and once when the job ends;
-:func:`watch` turns that into an ``async for`` for an asyncio caller.
+:class:`JobWaiter` and :func:`watch` bring that to an asyncio caller.
 """
 
 from __future__ import annotations
@@ -168,31 +168,58 @@ class Job:
                 self._listeners.clear()
 
 
-async def watch(job: Job) -> AsyncIterator[Job]:
-    """Yield ``job`` each time it changed (a step, a move in the queue, its end), from the
-    asyncio loop that iterates; the iteration ends once the job has ended.
+class JobWaiter:
+    """Wakes an asyncio coroutine from the worker thread (:meth:`Job.subscribe` +
+    ``call_soon_threadsafe``). Subscribed when made, so no change between submitting a job and
+    waiting for it is lost. :meth:`change` returns on the next change (coalesced: the caller
+    sees the newest state, never a backlog); :attr:`ended` is done once the job has ended.
+    Make it on the event loop's thread; call :meth:`unsubscribe` when done with it."""
 
-    Changes that come while the caller is busy are coalesced into one wake-up: the caller
-    always sees the newest state, never a backlog."""
-    loop = asyncio.get_running_loop()
-    changed = asyncio.Event()
+    def __init__(self, job: Job) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        self.ended: asyncio.Future[None] = self._loop.create_future()
+        self.unsubscribe = job.subscribe(self._listener)
 
-    def wake(_job: Job) -> None:
+    def _listener(self, job: Job) -> None:  # on the worker thread
         try:
-            loop.call_soon_threadsafe(changed.set)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            self._loop.call_soon_threadsafe(self._set, job.done)
+        except RuntimeError:  # the loop is closed: nobody waits any more
             pass
 
-    unsubscribe = job.subscribe(wake)
-    try:
-        while True:
-            await changed.wait()
-            changed.clear()
-            yield job
-            if job.done:
-                return
-    finally:
-        unsubscribe()
+    def _set(self, done: bool) -> None:
+        self._changed.set()
+        if done and not self.ended.done():
+            self.ended.set_result(None)
+
+    async def change(self, every: float = 0.0) -> None:
+        """No sooner than ``every`` seconds (unless the job ends), then on the next change —
+        at once if it changed meanwhile."""
+        if every > 0:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.ended), every)
+            except TimeoutError:
+                pass
+        await self._changed.wait()
+        self._changed.clear()
+
+
+def watch(job: Job) -> AsyncIterator[Job]:
+    """``async for job in watch(job)``: the job each time it changed (a step, a move in the
+    queue, its end); the iteration ends once the job has ended. Subscribed at this call."""
+    waiter = JobWaiter(job)
+
+    async def changes() -> AsyncIterator[Job]:
+        try:
+            while True:
+                await waiter.change()
+                yield job
+                if job.done:
+                    return
+        finally:
+            waiter.unsubscribe()
+
+    return changes()
 
 
 class JobQueue:

@@ -20,8 +20,8 @@ The path of a run, each step owned here (the UI, :mod:`webui.ui.common`, and the
    back outside the blurred mask after inpainting (AUTOMATIC1111's overlay) and **shreds** the
    spool when the run cannot go on — done, failed, cancelled, interrupted, the caller gone; the
    run's ``finally`` shreds as well, however it ends.
-6. **wait** without polling: ``Job.subscribe`` + ``call_soon_threadsafe`` (as
-   :func:`core.jobs.watch`, but subscribed at submission) wake the run on each step, queue move
+6. **wait** without polling: :class:`core.jobs.JobWaiter` (``Job.subscribe`` +
+   ``call_soon_threadsafe``, subscribed at submission) wake the run on each step, queue move
    and end; an :class:`Update` carries the position, the step and a preview only when it changed,
    at most every ``every`` seconds (the UI: 4 a second; the API: none, only the answer).
 7. **deliver**: each picture is encoded once with :func:`privacy.output.encode_picture` (the AI
@@ -39,7 +39,6 @@ field of :class:`core.engine.GenerationRequest`); scrubbing, spooling and shredd
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import threading
 import time
@@ -51,7 +50,7 @@ from PIL import Image, ImageFilter, ImageOps
 
 from core.engine import MAX_SEED, GenerationRequest, GenerationResult
 from core.errors import InputError
-from core.jobs import Job, JobState
+from core.jobs import Job, JobState, JobWaiter
 from privacy.output import encode_picture
 from privacy.scrub import scrub
 from webui.infotext import infotext
@@ -346,7 +345,7 @@ async def paint(
             if run.interrupted:  # an interrupt that came while this batch was being queued
                 job.cancel()
             last_preview: Any = None
-            wake = _Wake(job)  # subscribed now: no change between here and the wait is lost
+            wake = JobWaiter(job)  # subscribed now: no change before the wait is lost
             try:
                 while every is not None and not job.done:  # now, then on every change
                     if job.state is JobState.QUEUED:
@@ -389,36 +388,6 @@ async def paint(
         for ended in jobs:
             if ended.done:
                 studio.queue.forget(ended)
-
-
-class _Wake:
-    """Wakes the run's coroutine from the worker thread (``Job.subscribe`` +
-    ``call_soon_threadsafe``): ``change`` returns on the next change (coalesced), ``ended`` is
-    set once the job has ended."""
-
-    def __init__(self, job: Job) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._changed = asyncio.Event()
-        self.ended: asyncio.Future[None] = self._loop.create_future()
-        self.unsubscribe = job.subscribe(self._listener)
-
-    def _listener(self, job: Job) -> None:  # on the worker thread
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            self._loop.call_soon_threadsafe(self._set, job.done)
-
-    def _set(self, done: bool) -> None:
-        self._changed.set()
-        if done and not self.ended.done():
-            self.ended.set_result(None)
-
-    async def change(self, every: float) -> None:
-        """No sooner than ``every`` seconds (unless the job ends), then on the next change —
-        at once if it changed meanwhile."""
-        if every > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.ended), every)
-        await self._changed.wait()
-        self._changed.clear()
 
 
 def _deliver(
