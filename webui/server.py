@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI
@@ -284,9 +285,24 @@ def serve(settings: Settings, ram: RamDir) -> None:
         lifespan="on",
     )
     try:
-        uvicorn.Server(config).run()
+        stopping_server(config, studio).run()
     finally:
         shutdown(studio, sweeper)
+
+
+def stopping_server(config: Any, studio: Studio) -> Any:  # uvicorn.Config -> uvicorn.Server
+    """A uvicorn server that ends the studio's jobs as soon as it is told to stop (SIGTERM,
+    Ctrl-C), while their callers' connections are still open: each waiting caller is answered
+    "the server is stopping" (503 in the API, a sentence in the UI) within one step, instead of
+    being cut off when uvicorn's graceful wait runs out."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            threading.Thread(target=studio.queue.stop, name="obscura-stop", daemon=True).start()
+            super().handle_exit(sig, frame)
+
+    return Server(config)
 
 
 def shutdown(studio: Studio, sweeper: Sweeper | None = None) -> None:

@@ -58,7 +58,7 @@ def main() -> None:
 
     import uvicorn
 
-    from webui.server import Sweeper, build_app, prepare, shutdown
+    from webui.server import Sweeper, build_app, prepare, shutdown, stopping_server
 
     studio, _, _ = prepare(settings, ram, hasher=cheap)
     app = build_app(studio)
@@ -66,7 +66,7 @@ def main() -> None:
     Sweeper(studio, interval=0.5).start()
     config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, access_log=False,
                             log_level="warning", timeout_graceful_shutdown=3)
-    server = uvicorn.Server(config)
+    server = stopping_server(config, studio)  # as `obscura serve` runs it
 
     def report() -> None:
         while True:
