@@ -123,8 +123,8 @@ STORES: tuple[Store, ...] = (
         "unlinked; leftovers of a crash are unreadable and removed at the next start",
         readers="the job's owner, through the server process, while the job waits",
         medium="disk",
-        files=("spool/", "spool/.obscura-spool", "spool/.tmp-*", "spool/[0-9a-f]*"),
-        encrypted_containers=("spool/.tmp-*", "spool/[0-9a-f]*"),
+        files=("spool/", "spool/.obscura-spool", "spool/[0-9a-f]*"),
+        encrypted_containers=("spool/[0-9a-f]*",),
     ),
     Store(
         name="audit log",
