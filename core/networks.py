@@ -591,10 +591,13 @@ class NetworkSet:
         texts = [t for t in texts if t]
         if not texts:
             return
+        joined = "\n".join(texts).lower()  # a cheap first look, once per job
         taken: set[str] = set()
         for item in self.library.items("embedding"):
             word = str(item.name).lower()
-            if not word or word in taken or not any(_has_word(t, word) for t in texts):
+            if not word or word in taken or word not in joined:
+                continue
+            if not any(_has_word(t, word) for t in texts):
                 continue
             taken.add(word)
             if len(taken) > MAX_EMBEDDINGS:
