@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,6 +59,11 @@ if TYPE_CHECKING:
     from core.devices import DevicePlan
 
 log = logging.getLogger("obscura.core")
+
+# peft's notes on what this module does on purpose (several adapters on one model; a deleted
+# adapter that was active) are not for the owner's console.
+warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", module="peft")
+warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted", module="peft")
 
 MAX_LORAS = 8  # distinct LoRAs one prompt may use
 MAX_LORA_WEIGHT = 10.0  # either sign; A1111 has no bound, typical weights are -2..2
