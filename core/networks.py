@@ -1,4 +1,4 @@
-"""LoRAs and VAEs for one job, and never for the next.
+"""LoRAs, embeddings and VAEs for one job, and never for the next.
 
 A prompt names its LoRAs the AUTOMATIC1111 way, ``<lora:name:0.8>`` (``<lyco:...>`` is the same
 tag): the tags are found by :func:`core.prompts.extract_extra_networks`, the one parser, and the
@@ -26,12 +26,16 @@ hires fix's second pass included):
   own) is built once with ``AutoencoderKL.from_single_file`` from a local config
   (:func:`core.pipelines.load_vae`), kept in a cache of :data:`VAE_CACHE`, set as ``pipe.vae``
   for the job and replaced by the model's own on every pipeline afterwards.
+* Textual-inversion embeddings named in the prompts (any case, whole words, as in A1111) are added
+  to the tokenizer and text encoder(s) with ``load_textual_inversion`` for the job and removed
+  afterwards, the model's own token table put back (:meth:`NetworkSet.use_embeddings`); the
+  engine hands the prompts to the encoder through :meth:`NetworkSet.text`.
 * A LoRA or VAE that cannot be used (unknown name, another architecture, a LyCORIS type diffusers
   cannot load, a damaged file) is one sentence that names it and says why. With
   ``allow_missing_networks`` an unusable LoRA is skipped instead and the result's
   ``extras["skipped_networks"]`` lists it, so the person is told; never silently.
 
-Privacy: LoRA and VAE names are the user's (they are written in prompts). A sentence that names
+Privacy: LoRA, embedding and VAE names are the user's (they are written in prompts). A sentence that names
 one goes only to the person who asked, as the job's error; nothing here logs anything but error
 codes and counts.
 """
@@ -396,7 +400,8 @@ class Applied:
 
 
 class NetworkSet:
-    """The LoRA adapters and VAEs loaded for one loaded model (the engine makes one per load).
+    """The LoRA adapters, VAEs and (per job) embeddings of one loaded model (the engine makes
+    one per load).
 
     Not thread-safe by itself: the engine calls it under its job lock.
     """
