@@ -402,7 +402,10 @@ class Engine:
                              "choose another model or turn the hires fix off.")
         for text in (hires.prompt, hires.negative_prompt):
             if text is not None:
-                self.validate(GenerationRequest(prompt=text, model=request.model))
+                self.validate(GenerationRequest(
+                    prompt=text, model=request.model,
+                    allow_missing_networks=request.allow_missing_networks,
+                ))
         if hires.sampler is not None:
             find_sampler(hires.sampler)
         self.upscaler_kind(hires.upscaler)
@@ -722,7 +725,7 @@ class Engine:
             with torch.inference_mode():
                 output = pipe(**kwargs)
             images = list(output.images)
-            extras: dict[str, Any] = used.extras()
+            extras: dict[str, Any] = {}
             if request.hires is not None:
                 first_total = int(getattr(pipe, "_num_timesteps", None) or steps)
                 images, width, height = self._hires_pass(
@@ -731,6 +734,7 @@ class Engine:
                 )
                 extras["hires"] = _hires_parameters(request, steps)
                 extras["first_pass_size"] = self._size(request, info)
+            extras.update(used.extras())  # LoRAs/embeddings run without, both passes
             return GenerationResult(
                 images=images,
                 extras=extras,

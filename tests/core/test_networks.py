@@ -500,3 +500,20 @@ def test_sdxl_embeddings_on_both_encoders_and_skipped_on_sd(
         ("embedding", "xl-token", "embedding_wrong_arch")
     ]
     assert torch.equal(pixels(engine, model=XL), fresh[XL])
+
+
+def test_a_hires_prompt_with_its_own_loras(lib: Path) -> None:
+    engine = _engine(lib)
+    hires = dict(scale=2.0, upscaler="Latent", second_pass_steps=2, denoising_strength=0.5)
+    bare = pixels(engine, hires=HiresFix(**hires))
+    own = pixels(engine, hires=HiresFix(prompt="<lora:ink:1>a lighthouse", **hires))
+    assert not torch.equal(own, bare)  # the second pass ran with the hires prompt's LoRA
+    request = GenerationRequest(
+        "a lighthouse", width=SIZE, height=SIZE, num_inference_steps=3, seed=11, model=SD,
+        allow_missing_networks=True,
+        hires=HiresFix(prompt="<lora:nowhere:1>a lighthouse", **hires),
+    )
+    result = engine.generate(request)
+    assert [s["name"] for s in result.extras["skipped_networks"]] == ["nowhere"]
+    assert not lora_active(engine)
+    assert torch.equal(pixels(engine, hires=HiresFix(**hires)), bare)
