@@ -618,10 +618,15 @@ class NetworkSet:
                     max=MAX_EMBEDDINGS,
                 )
             if item.arch and self.info.arch and item.arch != self.info.arch:
+                note = InputError(
+                    "embedding_wrong_arch",
+                    "The embedding “{name}” is made for {arch}, so its name was read as text.",
+                    name=str(item.name),
+                    arch=_title(item.arch),
+                )
                 used.skipped.append({
-                    "kind": "embedding", "name": str(item.name), "code": "embedding_wrong_arch",
-                    "message": f"The embedding “{item.name}” is made for {_title(item.arch)}; "
-                    f"its name was read as text.",
+                    "kind": "embedding", "name": str(item.name), "code": note.code,
+                    "message": str(note), "arch": _title(item.arch),
                 })
                 continue
             try:
