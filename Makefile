@@ -51,7 +51,7 @@ test: $(VENV)/.installed-test
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check core privacy webui tests bench
-	$(BIN)/mypy privacy
+	$(BIN)/mypy core privacy webui
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/engine.py

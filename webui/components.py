@@ -40,7 +40,7 @@ class PrivateImage(gr.Image):
     def get_block_name(self) -> str:
         return "image"  # the browser side is Gradio's own image component
 
-    def preprocess(self, payload: Any) -> str | None:  # type: ignore[override]
+    def preprocess(self, payload: Any) -> str | None:
         if payload is None:
             return None
         return payload.path if isinstance(payload, FileData) else str(payload.path)
@@ -82,7 +82,7 @@ class PrivateImageMask(gr.ImageMask):
     def get_block_name(self) -> str:
         return "imageeditor"
 
-    def accept_blobs(self, data: Any) -> None:  # type: ignore[override]  # not a server function
+    def accept_blobs(self, data: Any) -> None:  # not a server function
         raise PermissionError("the blob route is closed")
 
     def preprocess(self, payload: Any) -> dict[str, Any] | None:  # type: ignore[override]
@@ -111,7 +111,7 @@ class RawNumber(gr.Number):
     def get_block_name(self) -> str:
         return "number"
 
-    def preprocess(self, payload: Any) -> Any:  # type: ignore[override]
+    def preprocess(self, payload: Any) -> Any:
         return payload
 
 
@@ -121,7 +121,7 @@ class RawSlider(gr.Slider):
     def get_block_name(self) -> str:
         return "slider"
 
-    def preprocess(self, payload: Any) -> Any:  # type: ignore[override]
+    def preprocess(self, payload: Any) -> Any:
         return payload
 
 

@@ -353,7 +353,7 @@ class Generation:
             "obscura_saved_to_gallery": answer.saved,
         }
         hires = first.extras.get("hires") if first else None
-        if hires:  # AUTOMATIC1111: Size is the first pass's; the hr fields say the rest
+        if hires and first is not None:  # AUTOMATIC1111: Size is the first pass's; hr fields the rest
             info["extra_generation_params"].update(hires)
             info["denoising_strength"] = hires["Denoising strength"]
             info["width"], info["height"] = first.extras["first_pass_size"]

@@ -88,43 +88,36 @@ def _shown(number: float) -> str:
     return f"{number:g}" if isinstance(number, float) else str(number)
 
 
-def whole(low: int, high: int, *names: str) -> Any:
-    """An int field (``true`` refused, range checked): ``Annotated`` for ``names``."""
-    return Annotated[int, BeforeValidator(_not_bool), _range(names, low, high)]
+# A bounded field is ``Annotated[int | float, NOT_BOOL, _range(names, low, high)]``: ``true``
+# refused, NaN/infinity refused (they fail the comparison), the range checked.
+NOT_BOOL = BeforeValidator(_not_bool)
 
 
-def number(low: float, high: float, *names: str) -> Any:
-    """A float field (``true`` refused, NaN/infinity refused, range checked)."""
-    return Annotated[float, BeforeValidator(_not_bool), _range(names, low, high)]
-
-
-Seed = whole(-1, MAX_SEED, "seed", "subseed")  # -1 = random, as in AUTOMATIC1111
-Fraction = number(0.0, 1.0, "subseed_strength", "denoising_strength", "eta",
-                  "refiner_switch_at")
-Side = whole(MIN_SIZE, MAX_SIZE, "width", "height")
-SeedResize = whole(-1, MAX_SIZE, "seed_resize_from_w", "seed_resize_from_h")
-HiresSide = whole(0, MAX_SIZE, "hr_resize_x", "hr_resize_y", "firstphase_width",
-                  "firstphase_height")
-Blur = whole(0, MAX_MASK_BLUR, "mask_blur", "mask_blur_x", "mask_blur_y")
+Seed = Annotated[int, NOT_BOOL, _range(("seed", "subseed"), -1, MAX_SEED)]  # -1 = random, as in AUTOMATIC1111
+Fraction = Annotated[float, NOT_BOOL, _range(("subseed_strength", "denoising_strength", "eta", "refiner_switch_at"), 0.0, 1.0)]
+Side = Annotated[int, NOT_BOOL, _range(("width", "height"), MIN_SIZE, MAX_SIZE)]
+SeedResize = Annotated[int, NOT_BOOL, _range(("seed_resize_from_w", "seed_resize_from_h"), -1, MAX_SIZE)]
+HiresSide = Annotated[int, NOT_BOOL, _range(("hr_resize_x", "hr_resize_y", "firstphase_width", "firstphase_height"), 0, MAX_SIZE)]
+Blur = Annotated[int, NOT_BOOL, _range(("mask_blur", "mask_blur_x", "mask_blur_y"), 0, MAX_MASK_BLUR)]
 Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
-BatchSize = whole(1, MAX_BATCH, "batch_size")
-Iterations = whole(1, MAX_ITERATIONS, "n_iter")
-Steps = whole(1, MAX_STEPS, "steps")
-CfgScale = number(0.0, MAX_GUIDANCE, "cfg_scale")
-SMinUncond = number(0.0, MAX_S_MIN_UNCOND, "s_min_uncond")
-SChurn = number(0.0, MAX_S_CHURN, "s_churn")
-STmax = number(0.0, MAX_S_TMAX, "s_tmax")
-STmin = number(0.0, MAX_S_TMIN, "s_tmin")
-SNoise = number(0.0, MAX_S_NOISE, "s_noise")
-HiresScale = number(1.0, MAX_HR_SCALE, "hr_scale")
-HiresSteps = whole(0, MAX_STEPS, "hr_second_pass_steps")
-HiresCfg = number(0.0, MAX_GUIDANCE, "hr_cfg")
-ResizeMode = whole(0, MAX_RESIZE_MODE, "resize_mode")
-ImageCfg = number(0.0, MAX_IMAGE_CFG, "image_cfg_scale")
-InpaintingFill = whole(0, MAX_INPAINTING_FILL, "inpainting_fill")
-Padding = whole(0, MAX_PADDING, "inpaint_full_res_padding")
-MaskInvert = whole(0, 1, "inpainting_mask_invert")
-NoiseMultiplier = number(0.0, MAX_NOISE_MULTIPLIER, "initial_noise_multiplier")
+BatchSize = Annotated[int, NOT_BOOL, _range(("batch_size",), 1, MAX_BATCH)]
+Iterations = Annotated[int, NOT_BOOL, _range(("n_iter",), 1, MAX_ITERATIONS)]
+Steps = Annotated[int, NOT_BOOL, _range(("steps",), 1, MAX_STEPS)]
+CfgScale = Annotated[float, NOT_BOOL, _range(("cfg_scale",), 0.0, MAX_GUIDANCE)]
+SMinUncond = Annotated[float, NOT_BOOL, _range(("s_min_uncond",), 0.0, MAX_S_MIN_UNCOND)]
+SChurn = Annotated[float, NOT_BOOL, _range(("s_churn",), 0.0, MAX_S_CHURN)]
+STmax = Annotated[float, NOT_BOOL, _range(("s_tmax",), 0.0, MAX_S_TMAX)]
+STmin = Annotated[float, NOT_BOOL, _range(("s_tmin",), 0.0, MAX_S_TMIN)]
+SNoise = Annotated[float, NOT_BOOL, _range(("s_noise",), 0.0, MAX_S_NOISE)]
+HiresScale = Annotated[float, NOT_BOOL, _range(("hr_scale",), 1.0, MAX_HR_SCALE)]
+HiresSteps = Annotated[int, NOT_BOOL, _range(("hr_second_pass_steps",), 0, MAX_STEPS)]
+HiresCfg = Annotated[float, NOT_BOOL, _range(("hr_cfg",), 0.0, MAX_GUIDANCE)]
+ResizeMode = Annotated[int, NOT_BOOL, _range(("resize_mode",), 0, MAX_RESIZE_MODE)]
+ImageCfg = Annotated[float, NOT_BOOL, _range(("image_cfg_scale",), 0.0, MAX_IMAGE_CFG)]
+InpaintingFill = Annotated[int, NOT_BOOL, _range(("inpainting_fill",), 0, MAX_INPAINTING_FILL)]
+Padding = Annotated[int, NOT_BOOL, _range(("inpaint_full_res_padding",), 0, MAX_PADDING)]
+MaskInvert = Annotated[int, NOT_BOOL, _range(("inpainting_mask_invert",), 0, 1)]
+NoiseMultiplier = Annotated[float, NOT_BOOL, _range(("initial_noise_multiplier",), 0.0, MAX_NOISE_MULTIPLIER)]
 
 
 class GenerationFields(BaseModel):
@@ -279,11 +272,10 @@ class Img2ImgRequest(GenerationFields):
 
 # -- extras (upscale): AUTOMATIC1111's ExtrasSingleImageRequest / ExtrasBatchImagesRequest ------
 MAX_EXTRAS_BATCH = 8  # pictures of one extra-batch-images call (each one run, one at a time)
-ExtrasScale = number(1.0, MAX_EXTRAS_SCALE, "upscaling_resize")
-ExtrasSide = whole(1, MAX_OUTPUT_SIDE, "upscaling_resize_w", "upscaling_resize_h")
-ExtrasMode = whole(0, 1, "resize_mode (extras)")  # 0 = scale by, 1 = scale to
-Visibility = number(0.0, 1.0, "extras_upscaler_2_visibility", "gfpgan_visibility",
-                    "codeformer_visibility", "codeformer_weight")
+ExtrasScale = Annotated[float, NOT_BOOL, _range(("upscaling_resize",), 1.0, MAX_EXTRAS_SCALE)]
+ExtrasSide = Annotated[int, NOT_BOOL, _range(("upscaling_resize_w", "upscaling_resize_h"), 1, MAX_OUTPUT_SIDE)]
+ExtrasMode = Annotated[int, NOT_BOOL, _range(("resize_mode (extras)",), 0, 1)]  # 0 = scale by, 1 = scale to
+Visibility = Annotated[float, NOT_BOOL, _range(("extras_upscaler_2_visibility", "gfpgan_visibility", "codeformer_visibility", "codeformer_weight"), 0.0, 1.0)]
 UpscalerName = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
 
 

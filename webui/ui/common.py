@@ -92,6 +92,7 @@ class Controls:
     vae: gr.Dropdown
     clip_skip: RawSlider
     lora: gr.Dropdown
+    last_seed: gr.State
 
     def inputs(self) -> list[Any]:
         return [self.style, self.model, self.sampler, self.steps, self.guidance, self.width,
@@ -184,10 +185,8 @@ def settings_controls(studio: Studio, *, with_size: bool = True) -> Controls:
     last_seed = gr.State(-1)
     random_seed.click(lambda: -1, None, seed, api_visibility="private")
     reuse_seed.click(lambda last: last, last_seed, seed, api_visibility="private")
-    controls = Controls(style, model, sampler, steps, guidance, width, height, seed, batch,
-                        vae, clip_skip, lora)
-    controls.last_seed = last_seed  # type: ignore[attr-defined]
-    return controls
+    return Controls(style, model, sampler, steps, guidance, width, height, seed, batch,
+                    vae, clip_skip, lora, last_seed)
 
 
 def build_request(
@@ -290,7 +289,7 @@ def output_panel() -> Outputs:
     return Outputs(pictures, preview, status)
 
 
-def checked_request(studio: Studio, request: gr.Request, *values: Any, **named: Any) -> GenerationRequest:
+def checked_request(studio: Studio, request: gr.Request | None, *values: Any, **named: Any) -> GenerationRequest:
     """:func:`build_request`, with a mistake shown as one sentence in the person's language."""
     try:
         return build_request(studio, *values, **named)
@@ -317,7 +316,7 @@ def _preview_url(preview: Image.Image) -> str:
 
 async def stream(
     studio: Studio,
-    request: gr.Request,
+    request: gr.Request | None,
     generation: GenerationRequest,
     *,
     photo: bytes | None = None,
@@ -378,7 +377,7 @@ async def stream(
         raise gr.Error(text("unexpected", lang), print_exception=False) from None
 
 
-def _expire_idle_sessions(request: gr.Request) -> None:
+def _expire_idle_sessions(request: gr.Request | None) -> None:
     """Drop the Gradio session state of browser sessions idle for SESSION_IDLE_SECONDS (checked
     at most once a minute, when someone paints)."""
     global _last_sweep
