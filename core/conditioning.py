@@ -61,7 +61,7 @@ def check_clip_skip(value: Any) -> int:
         value = None
     try:
         number = float(value) if value is not None else float("nan")
-    except ValueError:
+    except (ValueError, OverflowError):  # 10**400 does not fit a float
         number = float("nan")
     if not (number.is_integer() and 1 <= number <= MAX_CLIP_SKIP):
         raise InputError(

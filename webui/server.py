@@ -115,8 +115,10 @@ def build_app(studio: Studio, *, tls: bool = False) -> ASGIApp:
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
+        # Anyone may ask, without a login: it says the server is up and its mode, nothing of
+        # what anyone paints (the model of the last job would tell who paints with what).
         return JSONResponse(
-            {"status": "ok", "mode": studio.mode, "model": studio.model_name()},
+            {"status": "ok", "mode": studio.mode},
             headers={"cache-control": "no-store"},
         )
 

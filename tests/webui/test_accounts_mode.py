@@ -238,3 +238,19 @@ def test_an_api_token_paints_but_cannot_change_the_account_or_run_admin(accounts
             result = run_raw(script, name, data, session_hash=f"token-{name}")
             assert result["success"] is False, name
             assert "password" in result["output"]["error"], name
+
+
+def test_a_get_from_any_page_never_claims_a_session_hash(accounts_server):
+    # <img src=/gradio_api/heartbeat/X> on another port carries alice's cookie: it may use an
+    # unclaimed hash but must not claim it (and so cannot push her real ones out).
+    alice = accounts_server.login("alice")
+    with alice.stream("GET", "/gradio_api/heartbeat/unclaimed-by-get", timeout=10) as beat:
+        assert beat.status_code == 200
+    bob = accounts_server.login("bob")
+    data = ["a kettle", "", "", "", "", 2, 5.0, 64, 64, 1, 1, "", 1, False, "Latent", 2, 0, 0.7,
+            0, 0]
+    assert run_raw(bob, "txt2img", data, "unclaimed-by-get")["success"] is True
+    with alice.stream("GET", "/gradio_api/heartbeat/unclaimed-by-get", timeout=10) as beat:
+        assert beat.status_code == 403  # bob's now
+    alice.close()
+    bob.close()

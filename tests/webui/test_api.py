@@ -614,3 +614,17 @@ def test_wrong_tokens_never_lock_out_a_good_token_from_the_same_address(team: Ru
         wrong = httpx.get(url, headers={"authorization": "Bearer obs_wrong"})
         assert wrong.status_code == 401 and "error" in wrong.json()
     assert httpx.get(url, headers=alice.bearer).status_code == 200
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x"])
+def test_a_body_a_form_could_send_is_refused_so_no_page_can_forge_a_call(personal: Running,
+                                                                      content_type: str):
+    # Personal mode has no cookie to check; a form's content type is what gives it away.
+    body = json.dumps({"prompt": "forged", "steps": 1, "width": 64, "height": 64})
+    with httpx.Client(base_url=personal.url, timeout=60) as http:
+        for path in ("/sdapi/v1/txt2img", "/sdapi/v1/interrupt", "/sdapi/v1/options"):
+            response = http.post(path, content=body, headers={"content-type": content_type})
+            assert response.status_code == 415, (path, response.text)
+            assert response.json()["error"] == "json_only"
+        assert http.post("/sdapi/v1/interrupt").status_code == 200  # no body: fine

@@ -402,3 +402,19 @@ def test_gradio_client_strength_past_its_bound_is_one_sentence(ui, personal_serv
     assert sentence in str(err.value) and "upstream" not in str(err.value).lower()
     assert_alive(personal_server)
     assert_quiet_log(personal_server)
+
+
+@pytest.mark.parametrize("where", ["options", "override_settings"])
+def test_a_clip_skip_too_big_for_a_float_is_a_422_not_a_500(personal_server, where):
+    huge = "1" + "0" * 400  # a JSON integer no float holds
+    with httpx.Client(base_url=personal_server.url, timeout=60) as http:
+        if where == "options":
+            response = http.post("/sdapi/v1/options", content='{"CLIP_stop_at_last_layers": '
+                                 + huge + "}", headers={"content-type": "application/json"})
+        else:
+            response = http.post(
+                "/sdapi/v1/txt2img", headers={"content-type": "application/json"},
+                content='{"prompt": "x", "steps": 1, "width": 64, "height": 64, '
+                        '"override_settings": {"CLIP_stop_at_last_layers": ' + huge + "}}")
+    assert response.status_code == 422, response.text
+    assert_alive(personal_server)

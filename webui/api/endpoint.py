@@ -44,6 +44,11 @@ class ApiRoute(APIRoute):
             try:
                 if gate is None:
                     raise RuntimeError("ApiRoute without a gate")
+                if request.method not in ("GET", "HEAD", "OPTIONS") and _form_type(request):
+                    # What a <form> or a no-cors fetch can send without asking first: never
+                    # taken, so no page of another site can make a call in anybody's name.
+                    raise ApiError(415, "json_only", "Send the body as JSON, with the header "
+                                   "'Content-Type: application/json'.")
                 request.state.api_viewer = await require_viewer(gate, request)
                 return await handler(request)
             except ApiError as err:
@@ -185,3 +190,11 @@ def parse(model: type[BaseModel], data: Any) -> Any:
         raise validation_problem(err) from None
     except RecursionError:
         raise ApiError(422, "nested_too_deeply", TOO_DEEP) from None
+
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+
+
+def _form_type(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return content_type in FORM_TYPES

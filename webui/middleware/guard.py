@@ -16,8 +16,9 @@ guard:
   ``gradio_client`` need (``API_ROUTES``); a ``deep_link`` query is refused everywhere;
 * takes a query parameter the guard checks (``session_hash``, ``upload_id``) only when it is
   given exactly once: Starlette would read the last of several, the guard another;
-* binds each Gradio ``session_hash`` to the first user who uses it, and each queued
-  ``event_id`` to the user who started it; another user naming them gets 403;
+* binds each Gradio ``session_hash`` to the first user who POSTs with it (a GET, which any page
+  can make with the person's cookie, only uses an unclaimed or own one and never claims), and
+  each queued ``event_id`` to the user who started it; another user naming them gets 403;
 * records the paths ``/gradio_api/upload`` returns as the uploader's and, before the answer
   leaves, moves each file out of Gradio's cache into memory (:meth:`UploadOwners.hold`); serves
   ``/gradio_api/file=`` only for the uploader's own uploads, from memory (outputs never are
@@ -141,6 +142,13 @@ class Ownership:
             entry = self._live(key, self._clock())
         return entry[0] if entry else None
 
+    def allows(self, key: str, user: str) -> bool:
+        """Whether ``user`` may use ``key`` without claiming it: nobody owns it yet, or they do.
+        For GETs, which any page can make with the person's cookie (``<img src>``): only a
+        POST, which needs one of our pages (webui/middleware/origin.py), claims."""
+        owner = self.owner(key)
+        return owner is None or owner == user
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._owner)
@@ -257,7 +265,7 @@ class AccessGuard:
             await self.app(scope, receive, send)
             return
         if route.startswith("/heartbeat/"):
-            if not self.sessions.claim(route.split("/")[2], user):
+            if not self.sessions.allows(route.split("/")[2], user):
                 await _deny(scope, receive, send, 403, "Not your session.")
                 return
             await self.app(scope, receive, send)
@@ -268,7 +276,7 @@ class AccessGuard:
             if scope["method"] == "POST":
                 allowed = self.events.owner(key) == user
             else:
-                allowed = self.sessions.claim(key, user)
+                allowed = self.sessions.allows(key, user)
             if not allowed:
                 await _deny(scope, receive, send, 403, "Not your stream.")
                 return
@@ -276,7 +284,7 @@ class AccessGuard:
             return
         if route.rstrip("/") == "/queue/data":
             session = _single(scope, "session_hash")
-            if not session or not self.sessions.claim(session, user):
+            if not session or self.sessions.owner(session) != user:
                 await _deny(scope, receive, send, 403, "Not your session.")
                 return
             if self.joined.owner(session) != user:
