@@ -240,8 +240,8 @@ def basic_token_user(accounts: Accounts, username: str, token: str, client: str 
     except PrivacyError:
         owner = ""
     if not secrets.compare_digest(owner.encode(), username.strip().encode()):
-        # Somebody else's token, or a name that does not go with it: a failed attempt.
-        accounts.throttle.failed(None, client)
+        # Somebody else's token, or a name that does not go with it. Tokens are 256-bit random:
+        # guessing needs no throttle (privacy/throttle.py), so nothing is counted.
         raise PrivacyError("token_invalid", "The API token is not valid; it may have been revoked.")
     return user_id
 
