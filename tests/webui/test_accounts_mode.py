@@ -170,6 +170,38 @@ def test_a_member_calling_the_admin_functions_directly_is_refused(accounts_serve
     bob.close()
 
 
+def test_an_api_token_paints_but_cannot_change_the_account_or_run_admin(accounts_server):
+    alice = accounts_server.login("alice")
+    made = run_raw(alice, "new_token", ["leaky-plugin"], "alice-token-1")
+    assert made["success"] is True, made
+    token = made["output"]["data"][0].split()[-1]
+    alice.close()
+    with accounts_server.client(headers={"authorization": f"Bearer {token}"}) as script:
+        assert script.get("/sdapi/v1/options").status_code == 200  # the token works
+        for name, data in (("make_invite", []), ("make_token", ["more"]),
+                           ("new_token", ["more"]), ("save_settings", [0, True]),
+                           ("remove_all", ["DELETE"]), ("delete_user", ["bob"])):
+            result = run_raw(script, name, data, session_hash=f"token-{name}")
+            assert result["success"] is False, name
+            assert "password" in result["output"]["error"], name
+
+
+def test_a_get_from_any_page_never_claims_a_session_hash(accounts_server):
+    # <img src=/gradio_api/heartbeat/X> on another port carries alice's cookie: it may use an
+    # unclaimed hash but must not claim it (and so cannot push her real ones out).
+    alice = accounts_server.login("alice")
+    with alice.stream("GET", "/gradio_api/heartbeat/unclaimed-by-get", timeout=10) as beat:
+        assert beat.status_code == 200
+    bob = accounts_server.login("bob")
+    data = ["a kettle", "", "", "", "", 2, 5.0, 64, 64, 1, 1, "", 1, False, "Latent", 2, 0, 0.7,
+            0, 0]
+    assert run_raw(bob, "txt2img", data, "unclaimed-by-get")["success"] is True
+    with alice.stream("GET", "/gradio_api/heartbeat/unclaimed-by-get", timeout=10) as beat:
+        assert beat.status_code == 403  # bob's now
+    alice.close()
+    bob.close()
+
+
 def test_retention_zero_keeps_pictures_only_until_logout(accounts_server):
     carol = accounts_server.login("carol")  # her only session
     assert run_raw(carol, "save_settings", [0, False], "carol-1")["success"] is True
@@ -223,34 +255,3 @@ def test_a_stranger_guessing_cannot_lock_the_owner_out_from_another_address(acco
         response = elsewhere.post("/login", data={"username": "bob", "password": PASSWORD})
     assert response.status_code == 200, response.text
 
-
-def test_an_api_token_paints_but_cannot_change_the_account_or_run_admin(accounts_server):
-    alice = accounts_server.login("alice")
-    made = run_raw(alice, "new_token", ["leaky-plugin"], "alice-token-1")
-    assert made["success"] is True, made
-    token = made["output"]["data"][0].split()[-1]
-    alice.close()
-    with accounts_server.client(headers={"authorization": f"Bearer {token}"}) as script:
-        assert script.get("/sdapi/v1/options").status_code == 200  # the token works
-        for name, data in (("make_invite", []), ("make_token", ["more"]),
-                           ("new_token", ["more"]), ("save_settings", [0, True]),
-                           ("remove_all", ["DELETE"]), ("delete_user", ["bob"])):
-            result = run_raw(script, name, data, session_hash=f"token-{name}")
-            assert result["success"] is False, name
-            assert "password" in result["output"]["error"], name
-
-
-def test_a_get_from_any_page_never_claims_a_session_hash(accounts_server):
-    # <img src=/gradio_api/heartbeat/X> on another port carries alice's cookie: it may use an
-    # unclaimed hash but must not claim it (and so cannot push her real ones out).
-    alice = accounts_server.login("alice")
-    with alice.stream("GET", "/gradio_api/heartbeat/unclaimed-by-get", timeout=10) as beat:
-        assert beat.status_code == 200
-    bob = accounts_server.login("bob")
-    data = ["a kettle", "", "", "", "", 2, 5.0, 64, 64, 1, 1, "", 1, False, "Latent", 2, 0, 0.7,
-            0, 0]
-    assert run_raw(bob, "txt2img", data, "unclaimed-by-get")["success"] is True
-    with alice.stream("GET", "/gradio_api/heartbeat/unclaimed-by-get", timeout=10) as beat:
-        assert beat.status_code == 403  # bob's now
-    alice.close()
-    bob.close()
