@@ -23,11 +23,11 @@ from fastapi.responses import JSONResponse, Response
 from core.engine import GenerationRequest, Upscale
 from core.errors import InputError
 from privacy.errors import PrivacyError
-from webui.api.generation import _hung_up
+from webui.api.generation import run_for_caller
 from webui.api.pictures import decode_base64
 from webui.api.problems import ApiError, input_problem
 from webui.api.schemas import ExtrasBatchImagesRequest, ExtrasFields, ExtrasSingleImageRequest
-from webui.run import Answer, RunImage, RunInputs, paint
+from webui.run import Answer, RunImage, RunInputs
 from webui.studio import Studio
 
 # Engine codes → the extras field they are about.
@@ -125,32 +125,10 @@ class Extras:
         )
         del picture
 
-        async def run() -> Answer | None:
-            answer = None
-            async for update in paint(self.studio, owner, inputs, every=None):
-                answer = update.answer or answer
-            return answer
-
-        running = asyncio.ensure_future(run())
-        gone = asyncio.ensure_future(_hung_up(request))
         try:
-            await asyncio.wait({running, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if not running.done():  # hung up: cancel the job, shred the picture
-                running.cancel()
-                await asyncio.gather(running, return_exceptions=True)
-                return None
-            try:
-                return running.result()
-            except (InputError, PrivacyError) as err:
-                raise _problem(err, field) from None
-            except RuntimeError:
-                raise ApiError(
-                    500, "job_failed", "The job failed inside the engine; it was not your input."
-                ) from None
-        finally:
-            gone.cancel()
-            if not running.done():
-                running.cancel()
+            return await run_for_caller(self.studio, owner, inputs, request)
+        except (InputError, PrivacyError) as err:
+            raise _problem(err, field) from None
 
 
 def _problem(err: Exception, image_field: str) -> ApiError:

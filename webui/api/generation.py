@@ -249,35 +249,12 @@ class Generation:
 
     async def generate(self, request: Request, viewer: Viewer, body: GenerationFields,
                        inputs: RunInputs) -> Response:
-        owner = viewer.user_id
-
-        async def run() -> Answer | None:
-            answer = None
-            async for update in paint(self.studio, owner, inputs, every=None):
-                answer = update.answer or answer
-            return answer
-
-        running = asyncio.ensure_future(run())
-        gone = asyncio.ensure_future(_hung_up(request))
         try:
-            await asyncio.wait({running, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if not running.done():  # the caller hung up: cancel the job, shred the pictures
-                running.cancel()
-                await asyncio.gather(running, return_exceptions=True)
-                return Response(status_code=499)  # nobody reads it
-            try:
-                answer = running.result()
-            except (InputError, PrivacyError) as err:
-                raise self.problem(err, inputs.request) from None
-            except RuntimeError:
-                raise ApiError(
-                    500, "job_failed", "The job failed inside the engine; it was not your input."
-                ) from None
-        finally:
-            gone.cancel()
-            if not running.done():
-                running.cancel()
-        assert answer is not None
+            answer = await run_for_caller(self.studio, viewer.user_id, inputs, request)
+        except (InputError, PrivacyError) as err:
+            raise self.problem(err, inputs.request) from None
+        if answer is None:
+            return Response(status_code=499)  # hung up: nobody reads it
         images, info = await asyncio.to_thread(self.deliver, body, inputs, answer)
         parameters = body.model_dump(mode="json")
         for name in ("init_images", "mask"):
@@ -378,6 +355,39 @@ def _extra_params(schedule: str, request: GenerationRequest) -> dict[str, Any]:
     if request.clip_skip > 1:
         params["Clip skip"] = request.clip_skip
     return params
+
+
+async def run_for_caller(
+    studio: Studio, owner: str, inputs: RunInputs, request: Request
+) -> Answer | None:
+    """The run (:func:`webui.run.paint`) for an API caller; ``None`` when they hung up first,
+    in which case the job was cancelled and its pictures shredded at once. Raises the run's
+    InputError/PrivacyError, and ApiError 500 for a failure inside the engine."""
+
+    async def run() -> Answer | None:
+        answer = None
+        async for update in paint(studio, owner, inputs, every=None):
+            answer = update.answer or answer
+        return answer
+
+    running = asyncio.ensure_future(run())
+    gone = asyncio.ensure_future(_hung_up(request))
+    try:
+        await asyncio.wait({running, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not running.done():  # the caller hung up: cancel the job, shred the pictures
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            return None
+        try:
+            return running.result()
+        except RuntimeError:
+            raise ApiError(
+                500, "job_failed", "The job failed inside the engine; it was not your input."
+            ) from None
+    finally:
+        gone.cancel()
+        if not running.done():
+            running.cancel()
 
 
 async def _hung_up(request: Request) -> None:
