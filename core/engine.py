@@ -584,23 +584,8 @@ class Engine:
                     clip_skip=int(request.clip_skip) if info.arch == "sd1" else 1,
                 )
 
-        def on_step_end(
-            pipe_: Any, step: int, timestep: Any, tensors: dict[str, Any]
-        ) -> dict[str, Any]:
-            if should_stop is not None and should_stop():
-                raise JobCancelled()
-            if on_step is not None:
-                total = int(getattr(pipe_, "_num_timesteps", None) or hr_steps)
-                preview = (
-                    latents_to_preview(tensors["latents"], info.arch)
-                    if "latents" in tensors
-                    else None
-                )
-                on_step(done_steps + step + 1, done_steps + total, preview)
-            variant = prompts.at_step(step + 1)
-            if variant is not None:
-                tensors.update(conditioning.step_tensors(pipe_, prompts, variant, tensors))
-            return tensors
+        on_step_end = _step_callback(prompts, info.arch, on_step, should_stop,
+                                     done=done_steps, steps=hr_steps)
 
         with torch.inference_mode():
             output = pipe(
@@ -702,25 +687,9 @@ class Engine:
                 if self.upscaler_kind(request.hires.upscaler)[0] == "latent":
                     kwargs["output_type"] = "latent"
 
-            def on_step_end(
-                pipe_: Any, step: int, timestep: Any, tensors: dict[str, Any]
-            ) -> dict[str, Any]:
-                if should_stop is not None and should_stop():
-                    raise JobCancelled()
-                if on_step is not None:
-                    total = int(getattr(pipe_, "_num_timesteps", None) or steps)
-                    preview = (
-                        latents_to_preview(tensors["latents"], info.arch)
-                        if "latents" in tensors
-                        else None
-                    )
-                    on_step(step + 1, total + hires_steps, preview)
-                variant = prompts.at_step(step + 1)
-                if variant is not None:  # prompt editing: the next step has another prompt
-                    tensors.update(conditioning.step_tensors(pipe_, prompts, variant, tensors))
-                return tensors
-
-            kwargs["callback_on_step_end"] = on_step_end
+            kwargs["callback_on_step_end"] = _step_callback(
+                prompts, info.arch, on_step, should_stop, steps=steps, later=hires_steps
+            )
             kwargs["callback_on_step_end_tensor_inputs"] = ["latents", *prompts.step_inputs(pipe)]
             with torch.inference_mode():
                 output = pipe(**kwargs)
@@ -820,3 +789,32 @@ def _hires_parameters(request: GenerationRequest, steps: int) -> dict[str, Any]:
     if hires.sampler is not None and hires.sampler != request.sampler:
         parameters["Hires sampler"] = find_sampler(hires.sampler).name
     return parameters
+
+
+def _step_callback(
+    prompts: Any,
+    arch: str,
+    on_step: Any,
+    should_stop: Any,
+    *,
+    steps: int,
+    done: int = 0,
+    later: int = 0,
+) -> Any:
+    """diffusers' ``callback_on_step_end`` for one pass: cancel within one step, progress
+    (``done`` steps of earlier passes and ``later`` ones of the hires pass counted in) with a
+    latent preview, and prompt editing (the next step's embeddings when the prompt changes)."""
+
+    def on_step_end(pipe_: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        if should_stop is not None and should_stop():
+            raise JobCancelled()
+        if on_step is not None:
+            total = int(getattr(pipe_, "_num_timesteps", None) or steps)
+            preview = latents_to_preview(tensors["latents"], arch) if "latents" in tensors else None
+            on_step(done + step + 1, done + total + later, preview)
+        variant = prompts.at_step(step + 1)
+        if variant is not None:  # prompt editing: the next step has another prompt
+            tensors.update(conditioning.step_tensors(pipe_, prompts, variant, tensors))
+        return tensors
+
+    return on_step_end
