@@ -400,3 +400,18 @@ def test_a_bad_lora_tag_is_a_422_naming_the_prompt(server: Running, alice: Membe
     body = assert_error(response, 422, "prompt")
     assert body["detail"].startswith("prompt: ")
     assert server.studio.queue.jobs_of(alice.user_id) == []
+
+
+def test_a_missing_lora_runs_without_only_when_asked_and_the_answer_says_so(
+    server: Running, alice: Member
+):
+    body = small(prompt="x <lora:not-installed:1>")
+    refused = httpx.post(f"{server.url}/sdapi/v1/txt2img", headers=alice.bearer, timeout=60,
+                         json=body)
+    assert refused.status_code == 422  # never silently
+    painted = httpx.post(f"{server.url}/sdapi/v1/txt2img", headers=alice.bearer, timeout=60,
+                         json={**body, "obscura_allow_missing_networks": True})
+    assert painted.status_code == 200, painted.text
+    skipped = json.loads(painted.json()["info"])["obscura_skipped_networks"]
+    assert [(s["kind"], s["name"]) for s in skipped] == [("lora", "not-installed")]
+    assert skipped[0]["reason"]

@@ -211,6 +211,7 @@ class Generation:
             clip_skip=clip_skip,
             vae=vae,
             hires=hires_of(body),
+            allow_missing_networks=body.obscura_allow_missing_networks,
         )
         return RunInputs(request=request, iterations=body.n_iter, save=bool(body.save_images))
 
@@ -328,6 +329,11 @@ class Generation:
             "obscura_demo_model": bool(first and first.is_demo),
             "obscura_ignored": ignored,
             "obscura_saved_to_gallery": answer.saved,
+            # LoRAs/embeddings painted without (only when asked to): for this caller only.
+            "obscura_skipped_networks": [
+                {"kind": item.get("kind"), "name": item.get("name"), "reason": item.get("message")}
+                for result in answer.results for item in result.extras.get("skipped_networks", [])
+            ],
         }
         hires = first.extras.get("hires") if first else None
         if hires and first is not None:  # AUTOMATIC1111: Size is the first pass's; hr fields the rest

@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictBool,
 )
 from pydantic_core import PydanticCustomError
 
@@ -158,6 +159,9 @@ class GenerationFields(BaseModel):
     alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
     send_images: bool = True
     save_images: bool = False
+    # Obscura's own: paint without a LoRA/embedding of the prompt that cannot be used (each one
+    # is then named in info's obscura_skipped_networks) instead of refusing the call.
+    obscura_allow_missing_networks: StrictBool = False
 
     def ignored(self) -> list[str]:
         """Fields set to something Obscura cannot do; the picture is made without them."""
