@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from core import conditioning, networks, pipelines
+from core import conditioning, control, networks, pipelines
+from core.control import ControlUnit, IPAdapterUnit
 from core.devices import DevicePlan, plan, resolve_device, resolve_dtype
 from core.errors import InputError, JobCancelled, ModelError
 from core.hires import (
@@ -128,6 +129,9 @@ class GenerationRequest:
     hires: HiresFix | None = None
     # AUTOMATIC1111's extras: upscale ``image`` (no painting); None = a painting job.
     upscale: Upscale | None = None
+    # ControlNet and IP-Adapter units (core/control.py), at most control.MAX_UNITS each.
+    controlnets: list[ControlUnit] = field(default_factory=list)
+    ip_adapters: list[IPAdapterUnit] = field(default_factory=list)
 
     @property
     def mode(self) -> str:
@@ -323,6 +327,7 @@ class Engine:
                 )
         conditioning.check_clip_skip(request.clip_skip)
         networks.check_request(request, self.registry.library, info)
+        control.check_request(request, self.registry.library, info)
         if request.mode != "txt2img":
             strength = _number(request.strength, float, "strength_out_of_range", "Strength")
             if not 0.0 < strength <= 1.0:
