@@ -43,39 +43,110 @@ class ArchSpec:
     default_sampler: str
 
 
+# The transformer ("flow") families default to "Euler": the flow-matching Euler sampler (Forge and
+# ComfyUI call it Euler + Simple). Their defaults are the model cards' / diffusers docs' values.
 ARCH_SPECS: dict[str, ArchSpec] = {
     "sd1": ArchSpec(512, 64, 2048, 25, 7.0, "DPM++ 2M Karras"),
     "sd2": ArchSpec(768, 64, 2048, 25, 7.0, "DPM++ 2M Karras"),
     "sdxl": ArchSpec(1024, 64, 2048, 30, 6.0, "DPM++ 2M Karras"),
+    "sd3": ArchSpec(1024, 256, 2048, 28, 7.0, "Euler"),
+    "flux1": ArchSpec(1024, 256, 2048, 28, 3.5, "Euler"),
+    "flux2": ArchSpec(1024, 256, 2048, 4, 1.0, "Euler"),
+    "zimage": ArchSpec(1024, 256, 2048, 9, 0.0, "Euler"),
+    "qwenimage": ArchSpec(1024, 256, 2048, 50, 4.0, "Euler"),
+}
+# Variants whose defaults differ from their family's (distilled vs base models).
+VARIANT_SPECS: dict[tuple[str, str], ArchSpec] = {
+    ("sd3", "medium"): ArchSpec(1024, 256, 2048, 40, 4.5, "Euler"),  # SD 3.5 Medium card
+    ("sd3", "large"): ArchSpec(1024, 256, 2048, 28, 3.5, "Euler"),  # SD 3.5 Large card
+    ("sd3", "large-turbo"): ArchSpec(1024, 256, 2048, 4, 0.0, "Euler"),
+    ("flux1", "schnell"): ArchSpec(1024, 256, 2048, 4, 0.0, "Euler"),
+    ("flux1", "dev"): ArchSpec(1024, 256, 2048, 28, 3.5, "Euler"),
+    ("flux1", "fill"): ArchSpec(1024, 256, 2048, 50, 30.0, "Euler"),  # FluxFillPipeline docs
+    ("flux1", "kontext"): ArchSpec(1024, 256, 2048, 28, 2.5, "Euler"),  # FluxKontext docs
+    ("flux2", "klein"): ArchSpec(1024, 256, 2048, 4, 1.0, "Euler"),  # distilled: 4 steps
+    ("flux2", "klein-base"): ArchSpec(1024, 256, 2048, 50, 4.0, "Euler"),
+    ("flux2", "dev"): ArchSpec(1024, 256, 2048, 50, 4.0, "Euler"),
+    ("zimage", "turbo"): ArchSpec(1024, 256, 2048, 9, 0.0, "Euler"),  # Z-Image-Turbo card
+    ("zimage", "base"): ArchSpec(1024, 256, 2048, 50, 4.0, "Euler"),
+    ("qwenimage", "base"): ArchSpec(1024, 256, 2048, 50, 4.0, "Euler"),  # true_cfg_scale 4
+    ("qwenimage", "edit"): ArchSpec(1024, 256, 2048, 50, 4.0, "Euler"),
+    ("qwenimage", "edit-plus"): ArchSpec(1024, 256, 2048, 40, 4.0, "Euler"),
 }
 TURBO_SPEC = ArchSpec(512, 64, 1024, 4, 0.0, "Euler a")
 DEMO_SPEC = ArchSpec(256, 64, 512, 8, 5.0, "Euler a")
-ARCH_TITLES = {"sd1": "Stable Diffusion 1.x", "sd2": "Stable Diffusion 2.x", "sdxl": "SDXL"}
+ARCH_TITLES = {
+    "sd1": "Stable Diffusion 1.x",
+    "sd2": "Stable Diffusion 2.x",
+    "sdxl": "SDXL",
+    "sd3": "Stable Diffusion 3.5",
+    "flux1": "FLUX.1",
+    "flux2": "FLUX.2",
+    "zimage": "Z-Image",
+    "qwenimage": "Qwen-Image",
+}
+# The label of each variant after the family's title ("FLUX.1 [schnell]").
+VARIANT_TITLES = {
+    "inpaint": " inpainting",
+    "turbo": " Turbo",
+    "medium": " Medium",
+    "large": " Large",
+    "large-turbo": " Large Turbo",
+    "schnell": " [schnell]",
+    "dev": " [dev]",
+    "fill": " Fill [dev]",
+    "kontext": " Kontext [dev]",
+    "klein": " [klein]",
+    "klein-base": " [klein] Base",
+    "edit": " Edit",
+    "edit-plus": " Edit Plus",
+}
+FLOW_ARCHS = ("sd3", "flux1", "flux2", "zimage", "qwenimage")
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
     path: Path
-    arch: str  # sd1 | sd2 | sdxl
-    variant: str  # base | inpaint | turbo
-    format: str  # diffusers | single-file
+    arch: str  # sd1 | sd2 | sdxl | sd3 | flux1 | flux2 | zimage | qwenimage
+    # sd1/sd2/sdxl: base | inpaint | turbo; sd3: medium | large | large-turbo;
+    # flux1: schnell | dev | fill | kontext; flux2: klein | klein-base | dev;
+    # zimage: turbo | base; qwenimage: base | edit | edit-plus
+    variant: str
+    # diffusers | single-file | parts (a transformer file + text encoder(s) + VAE found
+    # separately, ComfyUI/Forge style) | gguf (a GGUF transformer + parts)
+    format: str
     is_demo: bool = False
+    # (component name as in the diffusers model_index: "transformer", "text_encoder",
+    # "text_encoder_2", "text_encoder_3", "vae") -> absolute path of its file or folder.
+    parts: tuple[tuple[str, str], ...] = ()
 
     @property
     def spec(self) -> ArchSpec:
         if self.is_demo:
             return DEMO_SPEC
-        if self.variant == "turbo":
+        if self.arch in ("sd1", "sd2", "sdxl") and self.variant == "turbo":
             return TURBO_SPEC
-        return ARCH_SPECS[self.arch]
+        return VARIANT_SPECS.get((self.arch, self.variant)) or ARCH_SPECS[self.arch]
+
+    @property
+    def is_flow(self) -> bool:
+        """A transformer (flow-matching) family, not a Stable Diffusion UNet."""
+        return self.arch in FLOW_ARCHS
+
+    def part(self, component: str) -> Path | None:
+        """The path chosen for one component ("vae", "text_encoder", ...), if any."""
+        for name, path in self.parts:
+            if name == component:
+                return Path(path)
+        return None
 
     @property
     def label(self) -> str:
         if self.is_demo:
             return f"{self.name} (demo: random weights, draws noise; see docs/models.md)"
-        kind = {"inpaint": " inpainting", "turbo": " Turbo"}.get(self.variant, "")
-        return f"{self.name} ({ARCH_TITLES[self.arch]}{kind})"
+        kind = VARIANT_TITLES.get(self.variant, "")
+        return f"{self.name} ({ARCH_TITLES.get(self.arch, self.arch)}{kind})"
 
 
 @dataclass(frozen=True)
@@ -262,6 +333,7 @@ class ModelRegistry:
                 str(item.detail.get("variant", "base")),
                 str(item.detail.get("format", "single-file")),
                 bool(item.detail.get("is_demo", False)),
+                tuple((str(c), str(p)) for c, p in item.detail.get("parts", ())),
             )
             for item in self.library.items("checkpoint")
         ]
