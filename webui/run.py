@@ -4,9 +4,10 @@ The path of a run, each step owned here (the UI, :mod:`webui.ui.common`, and the
 :mod:`webui.api.generation`, only turn their inputs into :class:`RunInputs` and an
 :class:`Answer` into their own shape):
 
-1. **scrub** every input image (photo, mask; later reference pictures, control maps) from its
-   bytes with :func:`privacy.scrub.scrub` (limits before decoding; a fresh picture from the pixels
-   alone). The photo is decoded once: the scrubbed picture is what is checked and spooled.
+1. **scrub** every input image (photo, mask, ControlNet maps, IP-Adapter references, an edit
+   model's references) from its bytes with :func:`privacy.scrub.scrub` (limits before decoding;
+   a fresh picture from the pixels alone). Each is decoded once: the scrubbed picture is what is
+   checked and spooled.
 2. **mask rule** (one for both front ends): a mask of the photo's proportions is resized to the
    photo (a painter's canvas or a scaled mask file); any other shape is refused with one sentence
    (``mask_shape_mismatch``). The API's ``inpainting_mask_invert`` inverts it here.
@@ -32,8 +33,15 @@ The path of a run, each step owned here (the UI, :mod:`webui.ui.common`, and the
 :class:`Runs` (one per studio) knows each owner's runs in progress, so that progress, interrupt,
 skip and the UI's Cancel act on the caller's own work only.
 
-A new kind of input image is one more :class:`RunImage` name in :data:`REQUEST_FIELD` (and a
-field of :class:`core.engine.GenerationRequest`); scrubbing, spooling and shredding need no change.
+Input pictures are named (:class:`RunImage`): ``photo`` and ``mask`` (the request's ``image`` and
+``mask``), ``control:<i>`` (ControlNet unit *i*'s picture), ``reference:<i>:<j>`` (IP-Adapter
+unit *i*'s reference *j*; a face photo is biometric data, see docs/privacy.md) and ``edit:<j>``
+(an edit model's extra reference *j*, ``GenerationRequest.references``). Every one of them is
+scrubbed, checked, spooled, decrypted just before its job and shredded at its end the same way:
+:func:`place` puts a picture at its place in a request (``dataclasses.replace`` of the unit) and
+:func:`without_pictures` takes every picture out, so that the request in the queue holds none.
+A new kind of input picture is one more name in :func:`place` and :func:`without_pictures`;
+scrubbing, spooling and shredding need no change.
 """
 
 from __future__ import annotations
@@ -58,8 +66,6 @@ from webui.infotext import infotext
 if TYPE_CHECKING:
     from webui.studio import Studio
 
-# A run's picture names → the GenerationRequest field the engine reads it from.
-REQUEST_FIELD = {"photo": "image", "mask": "mask"}
 # Pictures read as one grey channel (white = repaint); the rest as RGB.
 GREY = frozenset({"mask"})
 MAX_ITERATIONS = 16
@@ -222,12 +228,101 @@ def sealing_key(studio: Studio, owner: str) -> bytes | None:
     return studio.accounts.sealing_key(owner)  # proven at login (privacy.accounts)
 
 
+# A picture name's kind → how many indexes follow it ("reference:1:0": unit 1, picture 0).
+PICTURE_KINDS = {"photo": 0, "mask": 0, "control": 1, "reference": 2, "edit": 1}
+
+
+def picture_place(name: str) -> tuple[str, int, int]:
+    """``(kind, i, j)`` of a run picture's name (``"control:2"`` → ``("control", 2, 0)``);
+    ``ValueError`` for a name no request has a place for (a programming error, not input)."""
+    kind, *indexes = name.split(":")
+    if (kind not in PICTURE_KINDS or len(indexes) != PICTURE_KINDS[kind]
+            or not all(part.isascii() and part.isdigit() and len(part) <= 3 for part in indexes)):
+        raise ValueError(f"unknown run image {name!r}")
+    numbers = [int(part) for part in indexes] + [0, 0]
+    return kind, numbers[0], numbers[1]
+
+
+def _at(items: list[Any], index: int, item: Any, name: str, *, grow: bool) -> list[Any]:
+    """``items`` with ``item`` at ``index`` (appended at the end when ``grow``)."""
+    changed = list(items)
+    if index < len(changed):
+        changed[index] = item
+    elif grow and index == len(changed):
+        changed.append(item)
+    else:
+        raise ValueError(f"run image {name!r} has no place in this request")
+    return changed
+
+
+def place(request: GenerationRequest, name: str, picture: Image.Image) -> GenerationRequest:
+    """``request`` with ``picture`` at the place its name gives (a copy; units are replaced,
+    never changed in place, so the request in the queue keeps holding no picture)."""
+    kind, i, j = picture_place(name)
+    if kind == "photo":
+        return dataclasses.replace(request, image=picture)
+    if kind == "mask":
+        return dataclasses.replace(request, mask=picture)
+    if kind == "control":
+        if i >= len(request.controlnets):
+            raise ValueError(f"run image {name!r} has no place in this request")
+        unit = dataclasses.replace(request.controlnets[i], image=picture)
+        return dataclasses.replace(
+            request, controlnets=_at(request.controlnets, i, unit, name, grow=False))
+    if kind == "reference":
+        if i >= len(request.ip_adapters):
+            raise ValueError(f"run image {name!r} has no place in this request")
+        adapter = request.ip_adapters[i]
+        adapter = dataclasses.replace(
+            adapter, images=_at(adapter.images, j, picture, name, grow=True))
+        return dataclasses.replace(
+            request, ip_adapters=_at(request.ip_adapters, i, adapter, name, grow=False))
+    references = list(getattr(request, "references", []))  # kind == "edit"
+    fields: dict[str, Any] = {"references": _at(references, i, picture, name, grow=True)}
+    return dataclasses.replace(request, **fields)
+
+
+def with_pictures(request: GenerationRequest, pictures: dict[str, Image.Image]) -> GenerationRequest:
+    """``request`` with every picture at its place, references in their order."""
+    for name in sorted(pictures, key=picture_place):
+        request = place(request, name, pictures[name])
+    return request
+
+
+def without_pictures(request: GenerationRequest) -> GenerationRequest:
+    """``request`` with no picture left in it: what waits in the queue (the pictures wait in
+    the spool, encrypted). A unit without its picture keeps every other setting."""
+    fields: dict[str, Any] = {
+        "image": None,
+        "mask": None,
+        "controlnets": [dataclasses.replace(unit, image=None) for unit in request.controlnets],
+        "ip_adapters": [dataclasses.replace(unit, images=[]) for unit in request.ip_adapters],
+    }
+    if hasattr(request, "references"):
+        fields["references"] = []
+    return dataclasses.replace(request, **fields)
+
+
+def pictures_in(request: GenerationRequest) -> list[str]:
+    """The names of the pictures ``request`` holds (none for a request a run is given: its
+    pictures come as :class:`RunImage` s, or they would skip scrubbing and the spool)."""
+    names = [name for name, value in (("photo", request.image), ("mask", request.mask))
+             if value is not None]
+    names += [f"control:{i}" for i, unit in enumerate(request.controlnets)
+              if unit.image is not None]
+    names += [f"reference:{i}:{j}" for i, unit in enumerate(request.ip_adapters)
+              for j in range(len(unit.images))]
+    names += [f"edit:{j}" for j in range(len(getattr(request, "references", [])))]
+    return names
+
+
 def _clean_images(studio: Studio, inputs: RunInputs) -> dict[str, Image.Image]:
     """Scrub every upload (limits before decoding), then apply the mask rule."""
     pictures: dict[str, Image.Image] = {}
     for item in inputs.images:
-        if item.name not in REQUEST_FIELD:
-            raise ValueError(f"unknown run image {item.name!r}")
+        picture_place(item.name)  # a name with a place in a request, or ValueError
+        if item.name in pictures:
+            raise ValueError(f"run image {item.name!r} given twice")
         mode: Literal["RGB", "L"] = "L" if item.name in GREY else "RGB"
         if isinstance(item.data, Image.Image):
             pictures[item.name] = item.data if item.data.mode == mode else item.data.convert(mode)
@@ -276,7 +371,10 @@ async def paint(
     if not 1 <= inputs.iterations <= MAX_ITERATIONS:
         raise InputError("n_iter_out_of_range", "The number of runs must be between 1 and "
                          "{max}.", max=MAX_ITERATIONS)
-    request = dataclasses.replace(inputs.request, image=None, mask=None)
+    held = pictures_in(inputs.request)
+    if held:  # pictures go in as RunImages only: scrubbed, spooled and shredded below
+        raise ValueError(f"the request holds pictures {held}; pass them as RunImages")
+    request = inputs.request
     spooled: dict[str, str] = {}
     run = Run(owner, inputs.iterations, inputs.session)
     jobs: list[Job] = []
@@ -290,15 +388,14 @@ async def paint(
         kind = request.mode
         if inputs.images:
             pictures = await asyncio.to_thread(_clean_images, studio, inputs)
-            fields: dict[str, Any] = {REQUEST_FIELD[n]: pic for n, pic in pictures.items()}
-            checked = dataclasses.replace(request, **fields)
+            checked = with_pictures(request, pictures)
             await asyncio.to_thread(studio.engine.validate, checked)
             kind = checked.mode
             for name, picture in pictures.items():
                 spooled[name] = await asyncio.to_thread(
                     studio.spool.put_image, picture, owner=owner
                 )
-            del pictures, fields, checked  # from here on the pictures live in the spool only
+            del pictures, checked  # from here on the pictures live in the spool only
         sealed_to = sealing_key(studio, owner) if inputs.save else None
         decoded: dict[str, Image.Image] = {}
 
@@ -307,10 +404,7 @@ async def paint(
                 decoded[name] = studio.spool.get_image(
                     spool_id, owner=owner, max_pixels=studio.max_upload_pixels
                 )
-            if not decoded:
-                return req
-            fields: dict[str, Any] = {REQUEST_FIELD[n]: pic for n, pic in decoded.items()}
-            return dataclasses.replace(req, **fields)
+            return with_pictures(req, decoded) if decoded else req
 
         def on_end(job: Job) -> None:
             try:
