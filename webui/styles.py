@@ -3,6 +3,11 @@
 A style wraps the user's prompt (``{prompt}`` in its template) and adds words to the negative
 prompt. The file is checked when it is loaded: a broken preset stops the server with a sentence
 naming the preset and the problem, rather than surprising a user later.
+
+Portrait settings (optional; the Portrait page's recipe, core/portrait.py, uses them):
+``portrait_strength`` (0.3..1) is the img2img strength at the middle of the "likeness <-> style"
+slider (higher: the style leaves the photo further behind), ``portrait_likeness`` (0..1) the
+slider's starting point when the style is picked. Absent: the recipe's own defaults.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from core.errors import InputError
 DEFAULT_STYLES_FILE = Path(__file__).with_name("styles.toml")
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _FIELDS = ("id", "name_en", "name_zh", "prompt", "negative")
+# Optional numbers: name -> (lowest, highest) allowed.
+_PORTRAIT_FIELDS = {"portrait_strength": (0.3, 1.0), "portrait_likeness": (0.0, 1.0)}
+DEFAULT_PORTRAIT_LIKENESS = 0.6
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,8 @@ class Style:
     name_zh: str
     prompt: str
     negative: str
+    portrait_strength: float | None = None
+    portrait_likeness: float | None = None
 
     def name(self, lang: str) -> str:
         return self.name_zh if lang == "zh" else self.name_en
@@ -59,10 +69,12 @@ def load_styles(path: Path = DEFAULT_STYLES_FILE) -> dict[str, Style]:
         missing = [name for name in _FIELDS if not isinstance(entry.get(name), str)]
         if missing:
             raise _invalid(f"style #{number} lacks {', '.join(missing)}")
-        extra = sorted(set(entry) - set(_FIELDS))
+        extra = sorted(set(entry) - set(_FIELDS) - set(_PORTRAIT_FIELDS))
         if extra:
             raise _invalid(f"style #{number} has unknown key(s) {', '.join(extra)}")
-        style = Style(**{name: entry[name].strip() for name in _FIELDS})
+        numbers = {name: _portrait_number(entry, name, number) for name in _PORTRAIT_FIELDS
+                   if name in entry}
+        style = Style(**{name: entry[name].strip() for name in _FIELDS}, **numbers)
         if not _ID.match(style.id):
             raise _invalid(f"style #{number} has an id that is not lower-case letters, digits, '-'")
         if style.id in styles:
@@ -73,6 +85,14 @@ def load_styles(path: Path = DEFAULT_STYLES_FILE) -> dict[str, Style]:
             raise _invalid(f"style {style.id} needs a name in both languages")
         styles[style.id] = style
     return styles
+
+
+def _portrait_number(entry: dict[str, object], name: str, number: int) -> float:
+    value = entry[name]
+    low, high = _PORTRAIT_FIELDS[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise _invalid(f"style #{number}'s {name} must be a number from {low:g} to {high:g}")
+    return float(value)
 
 
 def find_style(styles: dict[str, Style], key: str | None) -> Style | None:
