@@ -16,7 +16,14 @@ embedding   ``../embeddings/`` (beside ``models/``)  ``embeddings/``            
 vae         ``VAE/``                                 ``vae/``                     the folder
 upscaler    ``ESRGAN/``, ``RealESRGAN/``,            ``upscale_models/``          the folder
             ``SwinIR/``, ``DAT/``, ``BSRGAN/``
+controlnet  ``ControlNet/``                          ``controlnet/``              ``controlnet/``
+ipadapter   ``ControlNet/`` (A1111 keeps them        ``ipadapter/``               ``ipadapter/``
+            there), ``ipadapter/``
+clip_vision ``clip_vision/``                         ``clip_vision/``             ``clip_vision/``
 ==========  =====================================  ==========================  ==============
+
+ControlNet, IP-Adapter and CLIP vision files are told from their headers by core/control_files.py
+(so an IP-Adapter in A1111's ``ControlNet/`` folder is found as one).
 
 Sub-folders are searched too (A1111 users sort LoRAs into folders), at most :data:`MAX_DEPTH`
 levels deep and :data:`MAX_ENTRIES` entries in all, so a huge or looping tree cannot stall a scan.
@@ -43,6 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.control_files import (
+    clip_vision_detail,
+    control_kind,
+    controlnet_detail,
+    ipadapter_detail,
+)
 from core.errors import InputError, ModelError
 from core.registry import (
     PICKLE_SUFFIXES,
@@ -53,13 +66,16 @@ from core.registry import (
 
 log = logging.getLogger("obscura.core")
 
-KINDS = ("checkpoint", "lora", "embedding", "vae", "upscaler")
+KINDS = ("checkpoint", "lora", "embedding", "vae", "upscaler", "controlnet", "ipadapter", "clip_vision")
 KIND_TITLES = {
     "checkpoint": "checkpoint",
     "lora": "LoRA",
     "embedding": "embedding",
     "vae": "VAE",
     "upscaler": "upscaler",
+    "controlnet": "ControlNet",
+    "ipadapter": "IP-Adapter",
+    "clip_vision": "CLIP vision encoder",
 }
 
 # Folder name (lower case) -> the kind of file it holds: A1111/Forge and ComfyUI names.
@@ -78,6 +94,9 @@ KIND_FOLDERS: dict[str, str] = {
     "dat": "upscaler",  # A1111
     "bsrgan": "upscaler",  # A1111 (older versions)
     "upscale_models": "upscaler",  # ComfyUI
+    "controlnet": "controlnet",  # A1111 / Forge "ControlNet" (also their IP-Adapters), ComfyUI
+    "ipadapter": "ipadapter",  # ComfyUI (ComfyUI_IPAdapter_plus), Forge, Obscura
+    "clip_vision": "clip_vision",  # ComfyUI, Obscura
 }
 SAFETENSORS_SUFFIXES = {".safetensors", ".sft"}  # ".sft": ComfyUI's short spelling
 
@@ -99,7 +118,7 @@ _SCALE_IN_NAME = re.compile(r"(?:^|[^a-z0-9])(?:x([1-8])|([1-8])x)(?:[^a-z0-9]|$
 
 @dataclass(frozen=True)
 class LibraryItem:
-    kind: str  # "checkpoint" | "lora" | "embedding" | "vae" | "upscaler"
+    kind: str  # "checkpoint" | "lora" | "embedding" | "vae" | "upscaler" | "controlnet" | ... (KINDS)
     name: str  # file stem, as A1111 names it (<lora:NAME:...>)
     path: Path
     arch: str | None  # "sd1" | "sd2" | "sdxl" | None when unknown/any
@@ -130,6 +149,19 @@ def _not_found(kind: str) -> InputError:
         return InputError(
             "unknown_upscaler", "That upscaler is not in the models folder's upscaler list."
         )
+    if kind == "controlnet":
+        return InputError(
+            "unknown_controlnet", "That ControlNet is not in the models folder's ControlNet list."
+        )
+    if kind == "ipadapter":
+        return InputError(
+            "unknown_ipadapter", "That IP-Adapter is not in the models folder's IP-Adapter list."
+        )
+    if kind == "clip_vision":
+        return InputError(
+            "unknown_clip_vision",
+            "That CLIP vision encoder is not in the models folder's clip_vision list.",
+        )
     return InputError("unknown_checkpoint", "That checkpoint is not in the models folder.")
 
 
@@ -144,6 +176,14 @@ def _refused(kind: str, reason: str) -> InputError:
         return InputError("vae_refused", "That VAE cannot be used: {reason}", reason=reason)
     if kind == "upscaler":
         return InputError("upscaler_refused", "That upscaler cannot be used: {reason}", reason=reason)
+    if kind == "controlnet":
+        return InputError("controlnet_refused", "That ControlNet cannot be used: {reason}", reason=reason)
+    if kind == "ipadapter":
+        return InputError("ipadapter_refused", "That IP-Adapter cannot be used: {reason}", reason=reason)
+    if kind == "clip_vision":
+        return InputError(
+            "clip_vision_refused", "That CLIP vision encoder cannot be used: {reason}", reason=reason
+        )
     return InputError("model_refused", "That model cannot be used: {reason}", reason=reason)
 
 
@@ -311,6 +351,9 @@ def detect_kind(header: dict[str, Any], hint: str | None = None) -> str | None:
     keys = _tensor_keys(header)
     if any(k.startswith("model.diffusion_model.") for k in keys):
         return "checkpoint"
+    control = control_kind(keys)
+    if control is not None:
+        return control
     if _is_lora(keys):
         return "lora"
     if "emb_params" in keys or any(k.startswith("string_to_param") for k in keys):
@@ -568,7 +611,7 @@ class ModelLibrary:
                         self._walk(entry, kind, 1, entry)
                     elif (entry / "model_index.json").is_file():
                         self._consider_folder(entry, root)
-                    # Any other folder belongs to another tool (ControlNet, CLIP, ...): not ours.
+                    # Any other folder belongs to another tool (a UI, a trainer): not ours.
                 elif entry.is_file():  # not a pipe or a device, which could block a read
                     self._consider_file(entry, None, root)
         for folder in self.embedding_dirs():
@@ -762,6 +805,13 @@ class ModelLibrary:
         elif kind == "vae":
             detail = _vae_detail(header, keys)
             arch = None  # SD 1.x, 2.x and SDXL VAEs share one shape
+        elif kind == "controlnet":
+            arch, detail = controlnet_detail(header)
+        elif kind == "ipadapter":
+            arch, detail = ipadapter_detail(header, name)
+        elif kind == "clip_vision":
+            detail = clip_vision_detail(header)
+            arch = None  # one encoder serves SD 1.x and SDXL adapters alike
         else:
             family = upscaler_family(keys) or spandrel_family(header) or "unknown"
             detail = {"family": family, "scale": _upscaler_scale(family, header, keys, name)}

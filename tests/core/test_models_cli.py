@@ -55,6 +55,9 @@ def test_models_json_has_every_kind(comfy: Path, tmp_path: Path):
         "embedding": ["badhands"],
         "vae": ["sdxl_vae"],
         "upscaler": ["realesr-general-x4v3"],
+        "controlnet": [],
+        "ipadapter": [],
+        "clip_vision": [],
     }
     assert listing["items"]["lora"][0]["arch"] == "sd1"
     assert listing["items"]["checkpoint"][0]["label"] == "sd_xl_base_1.0 (SDXL)"

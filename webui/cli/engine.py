@@ -297,6 +297,9 @@ KIND_HEADINGS = {
     "embedding": "Embeddings",
     "vae": "VAEs",
     "upscaler": "Upscalers",
+    "controlnet": "ControlNets",
+    "ipadapter": "IP-Adapters",
+    "clip_vision": "CLIP vision encoders",
 }
 ARCH_SHORT = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
 
@@ -323,6 +326,16 @@ def _item_facts(item) -> str:  # item: core.library.LibraryItem
     elif item.kind == "upscaler":
         scale = detail.get("scale")
         facts.append(f"{detail.get('family', '?')}" + (f" {scale}x" if scale else ""))
+    elif item.kind == "controlnet":
+        facts.append(
+            ("ControlNet-Union" if detail.get("union") else "ControlNet")
+            + f", {detail.get('format', '?')} layout"
+        )
+    elif item.kind == "ipadapter":
+        facts.append(f"IP-Adapter {detail.get('variant', '?')}")
+        facts.append(f"needs {detail.get('image_encoder') or 'a CLIP vision encoder'}")
+    elif item.kind == "clip_vision":
+        facts.append(f"{detail.get('encoder') or 'CLIP vision'}, {detail.get('layers', '?')} layers")
     return ", ".join(f for f in facts if f)
 
 
@@ -375,8 +388,8 @@ def models(
     models_dir: Path | None,
     embeddings_dir: Path | None,
 ) -> None:
-    """List every model file: checkpoints, LoRAs, embeddings, VAEs and upscalers, and every
-    file refused with the reason.
+    """List every model file: checkpoints, LoRAs, embeddings, VAEs, upscalers, ControlNets,
+    IP-Adapters and CLIP vision encoders, and every file refused with the reason.
 
     The models folder may be Obscura's own, or an AUTOMATIC1111/Forge or ComfyUI models/
     folder (only read, never written to). `obscura models convert FILE` turns a pickle
