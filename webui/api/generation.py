@@ -27,9 +27,19 @@ from fastapi.responses import JSONResponse, Response
 from core.conditioning import check_clip_skip
 from core.engine import GenerationRequest, HiresFix
 from core.errors import InputError
-from core.samplers import SCHEDULES, Schedule, find_sampler, find_schedule, with_schedule
+from core.families import family_of, is_flow
+from core.registry import ARCH_TITLES, VARIANT_TITLES, ModelInfo
+from core.samplers import (
+    SCHEDULES,
+    Schedule,
+    find_sampler,
+    find_schedule,
+    sampler_names,
+    with_schedule,
+)
 from core.upscale import DEFAULT_LATENT_MODE
 from privacy.errors import PrivacyError
+from webui.api.controlnet import PICTURES_PER_BODY, Units, unit_params
 from webui.api.problems import ApiError, input_problem
 from webui.api.schemas import MAX_ITERATIONS, GenerationFields, Txt2ImgRequest
 from webui.auth import Viewer
@@ -161,8 +171,8 @@ class Generation:
 
     @property
     def body_limit(self) -> int:
-        # Photo and mask in base64 (4/3) plus room for the rest.
-        return 3 * self.studio.max_upload_bytes + 1_000_000
+        # The photo, a mask and the units' pictures in base64 (4/3), plus room for the rest.
+        return PICTURES_PER_BODY * self.studio.max_upload_bytes * 4 // 3 + 1_000_000
 
     def build_request(self, owner: str, body: GenerationFields, strength: float) -> RunInputs:
         prompt, negative = body.prompt, body.negative_prompt
@@ -219,6 +229,9 @@ class Generation:
         # As in AUTOMATIC1111, any sampler goes with any schedule (core.samplers); a schedule
         # Obscura cannot follow is "automatic" and named in obscura_ignored, never a 422.
         name = body.sampler_name or body.sampler_index
+        info = self.info_of(model)
+        if info is not None and is_flow(info):
+            return flow_sampler(info, name)
         if name is not None:
             try:
                 name = find_sampler(name).name
@@ -234,13 +247,24 @@ class Generation:
             name, _followed = with_schedule(name, schedule.name)
         return name
 
-    def problem(self, err: Exception, request: GenerationRequest) -> ApiError:
+    def info_of(self, model: str | None) -> ModelInfo | None:
+        """The installed model ``model`` names; None for an unknown one (the run says so)."""
+        try:
+            return self.studio.registry.get(model) if model else None
+        except InputError:
+            return None
+
+    def problem(self, err: Exception, request: GenerationRequest,
+                units: Units | None = None) -> ApiError:
         """The API's answer to a run's one-sentence error, naming the field at fault."""
         code = getattr(err, "code", None)
         if code == "shutting_down":
             return ApiError(503, "shutting_down", str(err), headers={"retry-after": "10"})
         params = getattr(err, "params", None) or {}
-        field = FIELD_OF_IMAGE.get(str(params.get("image", "")))
+        image = str(params.get("image", ""))
+        field = FIELD_OF_IMAGE.get(image) or (units.fields.get(image) if units else None)
+        if field is None and units is not None:
+            field = units.field_of(code, params)
         if code == "size_out_of_range":
             low, high = params.get("min", 0), params.get("max", 0)
             width = request.width
@@ -249,14 +273,14 @@ class Generation:
         return input_problem(err, field)
 
     async def generate(self, request: Request, viewer: Viewer, body: GenerationFields,
-                       inputs: RunInputs) -> Response:
+                       inputs: RunInputs, units: Units | None = None) -> Response:
         try:
             answer = await run_for_caller(self.studio, viewer.user_id, inputs, request)
         except (InputError, PrivacyError) as err:
-            raise self.problem(err, inputs.request) from None
+            raise self.problem(err, inputs.request, units) from None
         if answer is None:
             return Response(status_code=499)  # hung up: nobody reads it
-        images, info = await asyncio.to_thread(self.deliver, body, inputs, answer)
+        images, info = await asyncio.to_thread(self.deliver, body, inputs, answer, units)
         parameters = body.model_dump(mode="json")
         for name in ("init_images", "mask"):
             if name in parameters:
@@ -269,7 +293,8 @@ class Generation:
         )
 
     def deliver(
-        self, body: GenerationFields, inputs: RunInputs, answer: Answer
+        self, body: GenerationFields, inputs: RunInputs, answer: Answer,
+        units: Units | None = None,
     ) -> tuple[list[str], dict[str, Any]]:
         """Base64 PNGs (labelled once by the run) and AUTOMATIC1111's ``info``."""
         request = inputs.request
@@ -281,7 +306,7 @@ class Generation:
         seeds = [picture.seed for picture in answer.pictures]
         results = answer.results
         first = results[0] if results else None
-        ignored = body.ignored()
+        ignored = body.ignored() + (units.ignored if units else [])
         if body.save_images and not answer.saved:
             ignored.append("save_images")
         sampler = first.sampler if first else request.sampler
@@ -289,6 +314,17 @@ class Generation:
         asked = (body.scheduler or "").strip()
         if asked and asked.lower() != "automatic" and find_schedule(asked) is not schedule:
             ignored.append("scheduler")  # not one diffusers can follow with this sampler
+        info = self.info_of(first.model if first else request.model)
+        if info is not None and is_flow(info):
+            # A flow family: what its pipeline does not use (core/families.py), and the
+            # schedule of an SD sampler name mapped to its flow sampler ("Euler Karras").
+            for name in family_ignored(info, body, request):
+                if name not in ignored:
+                    ignored.append(name)
+        for result in results:  # what the engine reports it did not use
+            for name in result.extras.get("ignored", []):
+                if name not in ignored:
+                    ignored.append(name)
         vae_file = next(
             (v.path.name for v in self.studio.registry.library.items("vae")
              if v.name == request.vae), None,
@@ -335,12 +371,100 @@ class Generation:
                 for result in answer.results for item in result.extras.get("skipped_networks", [])
             ],
         }
+        if first is not None:  # "ControlNet 0": "Module: canny, Model: ..." (the extension's)
+            info["extra_generation_params"].update(unit_params(first))
         hires = first.extras.get("hires") if first else None
         if hires and first is not None:  # AUTOMATIC1111: Size is the first pass's; hr fields the rest
             info["extra_generation_params"].update(hires)
             info["denoising_strength"] = hires["Denoising strength"]
             info["width"], info["height"] = first.extras["first_pass_size"]
         return images, info
+
+
+def flow_sampler(info: ModelInfo, name: str | None) -> str | None:
+    """AUTOMATIC1111's ``sampler_name`` for a flow-family model: one of the family's samplers
+    (core/families.py; any case), or an SD name whose sampler the family has, without its
+    schedule ("Euler Karras" → "Euler", the schedule named in obscura_ignored); ``None`` = the
+    model's default. Any other name is a 422 that lists the family's samplers."""
+    if name is None or not name.strip():
+        return None
+    row = family_of(info)
+    wanted = name.strip().lower()
+    for sampler in row.samplers:
+        if sampler.lower() == wanted:
+            return sampler
+    try:
+        base, schedule = with_schedule(name, None)
+    except InputError:
+        base, schedule = "", SCHEDULES["automatic"]
+    if schedule.options:
+        base = base[: -len(schedule.label) - 1]
+    if base in row.samplers:
+        return base
+    raise ApiError(
+        422, "sampler_not_for_family",
+        f"sampler_name: {row.title} models take these samplers: {', '.join(row.samplers)}.",
+        "sampler_name",
+    )
+
+
+def family_ignored(info: ModelInfo, body: GenerationFields,
+                   request: GenerationRequest) -> list[str]:
+    """The fields of this call that ``info``'s flow family does not use."""
+    row = family_of(info)
+    names = []
+    if not row.negative_prompt and request.negative_prompt.strip():
+        names.append("negative_prompt")
+    if row.guidance == "none" and body.cfg_scale is not None:
+        names.append("cfg_scale")
+    asked = body.sampler_name or body.sampler_index
+    if asked and asked.strip().lower() not in {s.lower() for s in row.samplers}:
+        names.append("scheduler")  # an SD name's schedule: the flow sampler has its own
+    if body.scheduler and body.scheduler.strip().lower() not in ("", "automatic"):
+        names.append("scheduler")
+    return list(dict.fromkeys(names))
+
+
+def family_json(info: ModelInfo) -> dict[str, Any]:
+    """What ``/sd-models`` adds to AUTOMATIC1111's entry (``obscura_family``): the family, its
+    defaults, its samplers and the fields its pipeline does not use."""
+    spec = info.spec
+    answer: dict[str, Any] = {
+        "arch": info.arch, "variant": info.variant, "format": info.format,
+        "title": (ARCH_TITLES.get(info.arch, info.arch)
+                  + VARIANT_TITLES.get(info.variant, "")),
+        "steps": spec.default_steps, "cfg_scale": spec.default_guidance,
+        "width": spec.default_size, "height": spec.default_size,
+        "sampler_name": spec.default_sampler,
+    }
+    if is_flow(info):
+        row = family_of(info)
+        answer |= {"samplers": list(row.samplers), "ignores": list(row.ignored_controls),
+                   "size_multiple": row.size_multiple, "modes": sorted(row.pipelines),
+                   "max_references": edit_references(info)}
+    else:
+        answer |= {"samplers": list(sampler_names()), "ignores": [], "size_multiple": 8,
+                   "modes": ["img2img", "inpaint", "txt2img"], "max_references": 0}
+    return answer
+
+
+def sampler_families() -> dict[str, list[str]]:
+    """Sampler name → the architectures that take it (``/samplers``' ``obscura_families``)."""
+    from core.families import FAMILIES, SD_ARCHS
+
+    names: dict[str, list[str]] = {name: list(SD_ARCHS) for name in sampler_names()}
+    for arch, row in FAMILIES.items():
+        for name in row.samplers:
+            names.setdefault(name, []).append(arch)
+    return names
+
+
+def edit_references(info: ModelInfo | None) -> int:
+    """How many extra ``init_images`` an edit model takes as reference pictures (0: none)."""
+    if info is None or not is_flow(info):
+        return 0
+    row = family_of(info)
+    return row.max_references if "edit" in row.pipelines else 0
 
 
 def _schedule_of(sampler: str | None) -> Schedule:

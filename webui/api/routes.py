@@ -29,13 +29,17 @@ from core.library import LibraryItem, ModelLibrary
 from core.samplers import SCHEDULES, sampler_names
 from webui.api import progress as caller_jobs
 from webui.api.endpoint import ApiRoute, caller, parse, read_json
+from webui.api.controlnet import add_units, build_controlnet_router, units_of
 from webui.api.extras import Extras
 from webui.api.generation import (
     CallerModels,
     Generation,
     clip_skip_of,
+    edit_references,
+    family_json,
     library_vae,
     model_name,
+    sampler_families,
 )
 from webui.api.pictures import decode_base64
 from webui.api.problems import ApiError, input_problem
@@ -122,7 +126,9 @@ def build_api_router(studio: Studio) -> APIRouter:
             raise ApiError(422, "script_not_found", "script_name: Obscura has no scripts.",
                            "script_name")
         inputs = await asyncio.to_thread(api.build_request, viewer.user_id, body, 0.75)
-        return await api.generate(request, viewer, body, inputs)
+        units = await asyncio.to_thread(units_of, studio, body.alwayson_scripts, has_photo=False)
+        add_units(inputs, units)
+        return await api.generate(request, viewer, body, inputs, units)
 
     @router.post("/img2img")
     async def img2img(request: Request) -> Response:
@@ -137,11 +143,29 @@ def build_api_router(studio: Studio) -> APIRouter:
         inputs = await asyncio.to_thread(
             api.build_request, viewer.user_id, body, body.denoising_strength
         )
+        # ControlNet / IP-Adapter units (webui.api.controlnet): their pictures are run images.
+        units = await asyncio.to_thread(units_of, studio, body.alwayson_scripts, has_photo=True)
+        add_units(inputs, units)
         # Base64 → bytes here; scrubbing, the mask rule and the rest are the run's (webui.run).
         limit = studio.max_upload_bytes
+        # init_images[1:]: an edit model's reference pictures (AUTOMATIC1111 would paint one
+        # picture per init image; docs/api.md); for any other model they are not used.
+        extra_texts = list(body.init_images[1:])
+        takes = edit_references(api.info_of(inputs.request.model))
+        if len(extra_texts) > takes > 0:
+            raise ApiError(422, "too_many_references",
+                           f"init_images: this model takes the photo and at most {takes} "
+                           "reference pictures.", "init_images")
         photo_text, mask_text = body.take_pictures()
         photo = await asyncio.to_thread(decode_base64, photo_text, "init_images", limit)
         inputs.images.append(RunImage("photo", photo))
+        if takes:
+            body.references_used()
+            for j, text in enumerate(extra_texts):
+                data = await asyncio.to_thread(decode_base64, text, f"init_images[{j + 1}]", limit)
+                inputs.images.append(RunImage(f"edit:{j}", data))
+                del data
+        del extra_texts
         if mask_text is not None:
             mask = await asyncio.to_thread(decode_base64, mask_text, "mask", limit)
             inputs.images.append(RunImage("mask", mask))
@@ -149,7 +173,7 @@ def build_api_router(studio: Studio) -> APIRouter:
         del photo_text, mask_text, photo
         inputs.invert_mask = bool(body.inpainting_mask_invert)
         inputs.mask_blur = max(0, body.blur)
-        return await api.generate(request, viewer, body, inputs)
+        return await api.generate(request, viewer, body, inputs, units)
 
     extras = Extras(studio)
 
@@ -170,7 +194,7 @@ def build_api_router(studio: Studio) -> APIRouter:
     def sd_models(request: Request) -> list[dict[str, Any]]:
         return [
             {"title": m.name, "model_name": m.name, "hash": None, "sha256": None,
-             "filename": m.path.name, "config": None}
+             "filename": m.path.name, "config": None, "obscura_family": family_json(m)}
             for m in studio.registry.models
         ]
 
@@ -180,7 +204,12 @@ def build_api_router(studio: Studio) -> APIRouter:
 
     @router.get("/samplers")
     def samplers(request: Request) -> list[dict[str, Any]]:
-        return [{"name": name, "aliases": [], "options": {}} for name in sampler_names()]
+        # A1111's list, each with the families that take it (the flow families have their
+        # own few: core/families.py; any other name is a 422 listing them).
+        families = sampler_families()
+        names = list(dict.fromkeys([*sampler_names(), *families]))
+        return [{"name": name, "aliases": [], "options": {},
+                 "obscura_families": families.get(name, [])} for name in names]
 
     @router.get("/schedulers")
     def schedulers(request: Request) -> list[dict[str, Any]]:
@@ -390,4 +419,8 @@ def build_api_router(studio: Studio) -> APIRouter:
         raise ApiError(404, "unknown_endpoint",
                        f"{PREFIX}/{shown} is not an endpoint of this API; see docs/api.md.")
 
-    return router
+    # The ControlNet extension's routes (/controlnet/*) beside /sdapi/v1, with the same gate.
+    both = APIRouter()
+    both.include_router(router)
+    both.include_router(build_controlnet_router(studio))
+    return both

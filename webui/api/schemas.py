@@ -177,8 +177,8 @@ class GenerationFields(BaseModel):
             names.append("restore_faces")
         if self.tiling:
             names.append("tiling")
-        if self.alwayson_scripts:
-            names.append("alwayson_scripts")
+        if any(key.strip().lower() != "controlnet" for key in self.alwayson_scripts):
+            names.append("alwayson_scripts")  # scripts Obscura lacks (ControlNet it has)
         unknown = sorted(set(self.override_settings) - OVERRIDES)
         names.extend(f"override_settings.{name}" for name in unknown)
         if not self.override_settings_restore_afterwards and self.override_settings:
@@ -248,6 +248,10 @@ class Img2ImgRequest(GenerationFields):
         self._photos_sent = len(self.init_images)
         self.init_images = self.mask = None
         return photo, mask
+
+    def references_used(self) -> None:
+        """``init_images[1:]`` went to an edit model as its reference pictures: not ignored."""
+        self._photos_sent = min(self._photos_sent, 1)
 
     def ignored(self) -> list[str]:
         names = super().ignored()
@@ -319,3 +323,104 @@ class ExtrasImage(BaseModel):
 
 class ExtrasBatchImagesRequest(ExtrasFields):
     imageList: list[ExtrasImage] = Field(default_factory=list, max_length=MAX_EXTRAS_BATCH)  # noqa: N815 (A1111's name)
+
+
+# -- ControlNet / IP-Adapter units: alwayson_scripts.controlnet.args (sd-webui-controlnet) ------
+# BOUNDS names a unit's field with this suffix (the same names as other bodies' fields); the API
+# names it in an error as ``alwayson_scripts.controlnet.args.<i>.<field>``.
+UNIT = " (controlnet)"
+MAX_UNIT_ARGS = 16  # entries of args (A1111 clients pad with disabled units up to their count)
+MAX_UNIT_THRESHOLD = 255  # Canny's thresholds; -1 = the module's default (A1111's)
+# A1111's enums: the index clients send as a number → the name.
+CONTROL_MODE_NAMES = ("Balanced", "My prompt is more important", "ControlNet is more important")
+RESIZE_MODE_NAMES = ("Just Resize", "Crop and Resize", "Resize and Fill", "Just Resize")
+RESIZE_MODE_ALIASES = {  # A1111's old names
+    "Inner Fit (Scale to Fit)": "Crop and Resize",
+    "Outer Fit (Shrink to Fit)": "Resize and Fill",
+    "Scale to Fit (Inner Fit)": "Crop and Resize",
+    "Envelope (Outer Fit)": "Resize and Fill",
+    "Just Resize (Latent upscale)": "Just Resize",
+}
+
+
+def _choice(name: str, names: tuple[str, ...], aliases: dict[str, str]) -> BeforeValidator:
+    """A1111's enum fields: an index (bounded as ``name``) or one of the names (or an alias)."""
+    BOUNDS[f"{name}{UNIT}"] = (0, len(names) - 1)
+    known = {n.lower(): n for n in names} | {a.lower(): n for a, n in aliases.items()}
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise PydanticCustomError("bool_not_number", "must be a number, not true or false")
+        if isinstance(value, int):
+            if not 0 <= value < len(names):
+                raise PydanticCustomError("out_of_range", "must be between {low} and {high}",
+                                          {"low": "0", "high": str(len(names) - 1)})
+            return names[value]
+        if isinstance(value, str) and value.strip().lower() in known:
+            return known[value.strip().lower()]
+        raise PydanticCustomError(
+            "unit_choice", "must be {choices} or the number of one",
+            {"choices": ", ".join(f"'{n}'" for n in dict.fromkeys(names))},
+        )
+
+    return BeforeValidator(check)
+
+
+UnitWeight = Annotated[float, NOT_BOOL, _range((f"weight{UNIT}", f"obscura_style_weight{UNIT}"), 0.0, 2.0)]
+UnitGuidance = Annotated[float, NOT_BOOL, _range((f"guidance_start{UNIT}", f"guidance_end{UNIT}", f"guidance{UNIT}"), 0.0, 1.0)]
+UnitResolution = Annotated[int, NOT_BOOL, _range((f"processor_res{UNIT}",), -1, 2048)]
+UnitThreshold = Annotated[float, NOT_BOOL, _range((f"threshold_a{UNIT}", f"threshold_b{UNIT}"), -1, MAX_UNIT_THRESHOLD)]
+UnitName = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
+
+
+class ControlNetUnitArgs(BaseModel):
+    """One entry of ``alwayson_scripts.controlnet.args``: sd-webui-controlnet's ControlNetUnit
+    fields, its defaults and old aliases (``input_image``, ``guidance``, ``lowvram``,
+    ``mask_image``), plus Obscura's own ``obscura_*`` IP-Adapter fields. ``enabled`` is true
+    when missing (as in Forge and the extension's first API); a disabled unit is skipped."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    enabled: StrictBool = True
+    module: UnitName = "none"
+    model: UnitName = "None"
+    weight: UnitWeight = 1.0
+    image: Any = None  # base64, {"image", "mask"}, [image, mask] or [{"image": ...}, ...]
+    input_image: Any = None  # the old name of image
+    mask: Any = None
+    mask_image: Any = None  # Forge's name of mask
+    resize_mode: Annotated[str, _choice("resize_mode", RESIZE_MODE_NAMES, RESIZE_MODE_ALIASES)] = "Crop and Resize"
+    control_mode: Annotated[str, _choice("control_mode", CONTROL_MODE_NAMES, {})] = "Balanced"
+    processor_res: UnitResolution = -1  # -1 = the module's default (512)
+    threshold_a: UnitThreshold = -1  # -1 = the module's default (Canny: 100)
+    threshold_b: UnitThreshold = -1  # -1 = the module's default (Canny: 200)
+    guidance_start: UnitGuidance = 0.0
+    guidance_end: UnitGuidance = 1.0
+    guidance: UnitGuidance | None = None  # the old name of guidance_end
+    pixel_perfect: StrictBool = False
+    low_vram: StrictBool = False
+    lowvram: StrictBool = False
+    union_control_type: UnitName | None = None
+    # Obscura's own, for an IP-Adapter unit (docs/api.md):
+    obscura_crop_face: StrictBool = False  # crop the face from each reference first
+    obscura_allow_no_face: StrictBool = False  # no face found: paint without this unit
+    obscura_style_weight: UnitWeight | None = None  # InstantStyle's style blocks' weight
+
+
+MAX_DETECT_IMAGES = 4  # pictures of one /controlnet/detect call
+DetectResolution = Annotated[int, NOT_BOOL, _range(("controlnet_processor_res",), -1, 2048)]
+DetectThreshold = Annotated[float, NOT_BOOL, _range(("controlnet_threshold_a", "controlnet_threshold_b"), -1, MAX_UNIT_THRESHOLD)]
+
+
+class DetectRequest(BaseModel):
+    """``POST /controlnet/detect``: the extension's fields (-1 = the module's default)."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    controlnet_module: UnitName = "none"
+    controlnet_input_images: list[str] = Field(default_factory=list, max_length=MAX_DETECT_IMAGES)
+    controlnet_processor_res: DetectResolution = -1
+    controlnet_threshold_a: DetectThreshold = -1
+    controlnet_threshold_b: DetectThreshold = -1
+    controlnet_masks: list[str] = Field(default_factory=list, max_length=MAX_DETECT_IMAGES)
+    low_vram: bool = False

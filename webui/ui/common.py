@@ -4,6 +4,7 @@ and turning a page's inputs into a :class:`core.engine.GenerationRequest`."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import math
@@ -26,6 +27,8 @@ from core.engine import (
     GenerationRequest,
 )
 from core.errors import InputError
+from core.families import family_of, is_flow
+from core.registry import ModelInfo
 from core.samplers import sampler_names
 from privacy.errors import PrivacyError
 from webui.auth import Viewer
@@ -36,6 +39,7 @@ from webui.studio import Studio
 from webui.styles import find_style
 
 log = logging.getLogger("obscura.webui")
+MAX_REFERENCES = 4  # extra reference pictures of an edit model (FLUX.2, Qwen-Image-Edit Plus)
 # After the first status, an update (step, place in line, preview) is sent at most this often
 # per job; the end is sent at once. Every update costs Gradio a postprocess, a diff and an SSE
 # message (with 20 people waiting, every job that ends moves 19 places in line); a preview is
@@ -93,6 +97,10 @@ class Controls:
     clip_skip: RawSlider
     lora: gr.Dropdown
     last_seed: gr.State
+    # The memory plan line under the model picker and the aspect-ratio presets (txt2img).
+    plan: gr.Markdown | None = None
+    aspect: gr.Dropdown | None = None
+    sd_only: gr.Row | None = None  # VAE and CLIP skip: the SD families only
 
     def inputs(self) -> list[Any]:
         return [self.style, self.model, self.sampler, self.steps, self.guidance, self.width,
@@ -111,6 +119,40 @@ class Controls:
         self.lora.input(add, [prompt, self.lora], [prompt, self.lora],
                         api_visibility="private", show_progress="hidden")
 
+    def follow_model(self, studio: Studio, negative: gr.Textbox, *, hires: Any = None,
+                     references: Any = None) -> None:
+        """Choosing a model shows the controls its family takes and hides the others, and puts
+        its defaults (steps, guidance, size, samplers, aspect ratios) in; the memory plan line
+        is shown under the picker (on page load too, in the person's language)."""
+        parts: dict[str, Any] = {
+            "negative": negative, "guidance": self.guidance, "steps": self.steps,
+            "sampler": self.sampler, "sd_only": self.sd_only, "lora": self.lora,
+            "plan": self.plan,
+        }
+        with_size = self.aspect is not None
+        if with_size:
+            parts |= {"width": self.width, "height": self.height, "aspect": self.aspect}
+        if hires is not None:
+            parts["hires"] = hires
+        if references is not None:
+            parts["references"] = references
+        keys = [k for k, v in parts.items() if v is not None]
+
+        def change(model: Any, request: gr.Request) -> list[Any]:
+            updates = family_updates(studio, model, lang_of(request), with_size=with_size,
+                                     references=references is not None)
+            return [updates.get(key, gr.skip()) for key in keys]
+
+        def load(model: Any, request: gr.Request) -> Any:
+            return plan_line(studio, model_info(studio, model), lang_of(request))
+
+        self.model.change(change, self.model, [parts[k] for k in keys],
+                          api_visibility="private", show_progress="hidden")
+        root = gr.context.Context.root_block
+        if root is not None and self.plan is not None:
+            root.load(load, self.model, self.plan, api_visibility="private",
+                      show_progress="hidden")
+
 
 def with_lora(studio: Studio, prompt: str, name: str) -> str:
     """``prompt`` with ``<lora:name:1>`` appended, for a LoRA of the library that the prompt
@@ -124,6 +166,175 @@ def with_lora(studio: Studio, prompt: str, name: str) -> str:
     return joined if len(joined) <= MAX_PROMPT_CHARS else prompt
 
 
+# -- what each model family shows ------------------------------------------------------------
+# The SD families take every control; the transformer families (core/families.py) may ignore
+# the negative prompt and CFG (guidance-distilled), and never use what only the SD path has
+# (CLIP skip, a library VAE, LoRA networks, the hires fix: core/engine.py). A control a family
+# ignores is hidden on the page, and a stale value it still holds is dropped by the handler and
+# named in the status line (:func:`for_family`), never silently.
+SDXL_RATIOS: tuple[tuple[str, int, int], ...] = (
+    ("1:1", 1024, 1024), ("4:3", 1152, 896), ("3:4", 896, 1152), ("3:2", 1216, 832),
+    ("2:3", 832, 1216), ("16:9", 1344, 768), ("9:16", 768, 1344),
+)
+RATIOS = (("1:1", 1.0), ("4:3", 4 / 3), ("3:4", 3 / 4), ("3:2", 3 / 2), ("2:3", 2 / 3),
+          ("16:9", 16 / 9), ("9:16", 9 / 16))
+# A control a family ignores → the label key that names it in the status line.
+CONTROL_LABELS = {"negative_prompt": "negative_prompt", "cfg_scale": "guidance",
+                  "clip_skip": "clip_skip", "vae": "vae", "hires": "hires_fix",
+                  "references": "references_short"}
+
+
+@dataclass(frozen=True)
+class FamilyControls:
+    """Which settings apply to one model, and the defaults its page starts from."""
+
+    arch: str
+    negative_prompt: bool  # the negative prompt changes the picture
+    cfg: bool  # the CFG / guidance value changes the picture
+    sd_only: bool  # CLIP skip, library VAE, LoRA picker and hires fix apply (the SD path)
+    samplers: tuple[str, ...]
+    steps: int
+    guidance: float
+    size: int
+    size_multiple: int
+    aspect_ratios: tuple[tuple[str, int, int], ...]
+    references: int = 0  # extra reference pictures an edit model takes (Photo → picture)
+
+
+def _ratios(size: int, multiple: int) -> tuple[tuple[str, int, int], ...]:
+    """About ``size``² pixels at the usual aspect ratios, each side a multiple of ``multiple``."""
+    def side(value: float) -> int:
+        return max(multiple, round(value / multiple) * multiple)
+
+    return tuple((name, side(size * math.sqrt(r)), side(size / math.sqrt(r))) for name, r in RATIOS)
+
+
+def family_controls(info: ModelInfo) -> FamilyControls:
+    """The controls and defaults of ``info``'s family (core/families.py for the transformer
+    families; the engine's defaults come from ``info.spec`` for every family)."""
+    spec = info.spec
+    if not is_flow(info):
+        sdxl = info.arch == "sdxl" and spec.default_size == 1024
+        return FamilyControls(
+            arch=info.arch, negative_prompt=True, cfg=True, sd_only=True,
+            samplers=tuple(sampler_names()), steps=spec.default_steps,
+            guidance=spec.default_guidance, size=spec.default_size, size_multiple=8,
+            aspect_ratios=SDXL_RATIOS if sdxl else _ratios(spec.default_size, 8),
+        )
+    row = family_of(info)
+    references = row.max_references if "edit" in row.pipelines else 0
+    return FamilyControls(
+        arch=info.arch, negative_prompt=row.negative_prompt, cfg=row.guidance != "none",
+        sd_only=False, samplers=tuple(row.samplers), steps=spec.default_steps,
+        guidance=spec.default_guidance, size=spec.default_size,
+        size_multiple=row.size_multiple, aspect_ratios=row.aspect_ratios,
+        references=min(references, MAX_REFERENCES),
+    )
+
+
+def default_family(studio: Studio) -> FamilyControls | None:
+    """The controls of the model a page starts with (the server's default model)."""
+    info = model_info(studio, None)
+    return family_controls(info) if info is not None else None
+
+
+def model_info(studio: Studio, name: Any) -> ModelInfo | None:
+    """The model a page value names (empty: the server's default); None if there is none."""
+    try:
+        return studio.engine.model_for(_text(name) or None)
+    except InputError:
+        return None
+
+
+def for_family(studio: Studio, generation: GenerationRequest,
+               guidance_default: bool = False) -> tuple[GenerationRequest, list[str]]:
+    """``generation`` without the values its model's family ignores, and their names.
+
+    A control hidden on the page still sends the value it held for the last model: it is
+    dropped here (the engine never sees it) and named, so the status line can say so. The
+    guidance counts as set only when it differs from the family's default (the page puts the
+    default there when the model changes), or when ``guidance_default`` is False and a script
+    sent one."""
+    info = model_info(studio, generation.model)
+    if info is None:
+        return generation, []
+    controls = family_controls(info)
+    ignored: list[str] = []
+    changes: dict[str, Any] = {}
+    if not controls.negative_prompt and generation.negative_prompt.strip():
+        ignored.append("negative_prompt")
+        changes["negative_prompt"] = ""
+    if not controls.cfg and generation.guidance_scale is not None:
+        if not (guidance_default and generation.guidance_scale == controls.guidance):
+            ignored.append("cfg_scale")
+        changes["guidance_scale"] = None
+    if not controls.sd_only:
+        if generation.clip_skip > 1:
+            ignored.append("clip_skip")
+            changes["clip_skip"] = 1
+        if generation.vae is not None:
+            ignored.append("vae")
+            changes["vae"] = None
+        if generation.hires is not None:
+            ignored.append("hires")
+            changes["hires"] = None
+    if changes:
+        generation = dataclasses.replace(generation, **changes)
+    return generation, ignored
+
+
+def ignored_line(names: list[str], lang: str) -> str:
+    """One sentence naming the controls the model did not use ("" when none)."""
+    shown = [text(CONTROL_LABELS[n], lang) if n in CONTROL_LABELS else n for n in names]
+    return text("ignored_controls", lang, names=", ".join(shown)) if shown else ""
+
+
+def plan_line(studio: Studio, info: ModelInfo | None, lang: str) -> str:
+    """The memory plan for ``info`` on this server's device, as one short line (core/planner.py)."""
+    if info is None:
+        return ""
+    try:
+        from core.planner import describe
+
+        plan = studio.engine.plan_for(info)
+    except (ImportError, AttributeError, InputError):
+        return ""
+    return text("memory_plan", lang, plan=describe(plan, lang))
+
+
+def family_updates(studio: Studio, model: Any, lang: str, *, with_size: bool,
+                   references: bool = False) -> dict[str, Any]:
+    """What the settings become when ``model`` is chosen: each value is a Gradio update, keyed
+    by the :class:`Controls` field (plus ``negative``, ``hires`` and ``references``)."""
+    info = model_info(studio, model)
+    if info is None:  # an unknown name typed in: the engine's sentence comes at Paint
+        return {}
+    c = family_controls(info)
+    updates: dict[str, Any] = {
+        "negative": gr.update(visible=c.negative_prompt),
+        "guidance": gr.update(visible=c.cfg, value=c.guidance),
+        "steps": gr.update(value=c.steps),
+        "sampler": gr.update(choices=[("—", "")] + [(n, n) for n in c.samplers], value=""),
+        "sd_only": gr.update(visible=c.sd_only),
+        "lora": gr.update(visible=c.sd_only),
+        "hires": gr.update(visible=c.sd_only),
+        "plan": gr.update(value=plan_line(studio, info, lang)),
+    }
+    if with_size:
+        step = c.size_multiple
+        updates["width"] = gr.update(value=c.size, step=step)
+        updates["height"] = gr.update(value=c.size, step=step)
+        updates["aspect"] = gr.update(choices=aspect_choices(c), value="")
+    if references:
+        updates["references"] = gr.update(visible=c.references > 0)
+    return updates
+
+
+def aspect_choices(controls: FamilyControls) -> list[tuple[str, str]]:
+    return [("—", "")] + [(f"{name} ({w}×{h})", f"{w}x{h}")
+                          for name, w, h in controls.aspect_ratios]
+
+
 def settings_controls(studio: Studio, *, with_size: bool = True) -> Controls:
     models = studio.registry.models
     try:
@@ -131,6 +342,7 @@ def settings_controls(studio: Studio, *, with_size: bool = True) -> Controls:
     except InputError:  # no model installed, or the configured default is gone
         default = None
     spec = default.spec if default else None
+    shown = family_controls(default) if default else None
     style_choices = [("—", "")] + [
         (f"{s.name_en} / {s.name_zh}", s.id) for s in studio.styles.values()
     ]
@@ -145,12 +357,16 @@ def settings_controls(studio: Studio, *, with_size: bool = True) -> Controls:
         )
         if default is not None and default.is_demo:
             gr.Markdown(label("demo_model_note"), elem_id="demo-note")
+        # The plan needs the person's language: filled by the page's load event.
+        plan = gr.Markdown("", elem_id="memory-plan", elem_classes=["obscura-plan"])
+        samplers = shown.samplers if shown else tuple(sampler_names())
         sampler = gr.Dropdown(
-            [("—", "")] + [(n, n) for n in sampler_names()], value="", label=label("sampler"),
-            allow_custom_value=True,
+            [("—", "")] + [(n, n) for n in samplers], value="", label=label("sampler"),
+            allow_custom_value=True, elem_id="sampler",
         )
         library = studio.registry.library
-        with gr.Row():
+        sd_only = shown is None or shown.sd_only
+        with gr.Row(visible=sd_only) as sd_row:
             vae = gr.Dropdown(
                 [("Automatic", "")] + [(v.name, v.name) for v in library.items("vae")],
                 value="", label=label("vae"), elem_id="vae", allow_custom_value=True,
@@ -159,7 +375,7 @@ def settings_controls(studio: Studio, *, with_size: bool = True) -> Controls:
                                   elem_id="clip-skip")
         lora = gr.Dropdown(
             [("—", "")] + [(item.name, item.name) for item in library.items("lora")],
-            value="", label=label("lora_add"), elem_id="lora-add",
+            value="", label=label("lora_add"), elem_id="lora-add", visible=sd_only,
         )
         with gr.Row():
             # The browser shows the engine's ranges; the server gets the raw value
@@ -168,12 +384,18 @@ def settings_controls(studio: Studio, *, with_size: bool = True) -> Controls:
                               minimum=0, maximum=MAX_STEPS, label=label("steps"),
                               elem_id="steps")
             guidance = RawNumber(spec.default_guidance if spec else 7.0, step=0.5,
-                                 minimum=-1, maximum=MAX_GUIDANCE, label=label("guidance"))
+                                 minimum=-1, maximum=MAX_GUIDANCE, label=label("guidance"),
+                                 elem_id="guidance", visible=shown is None or shown.cfg)
+        aspect = None
+        if with_size:
+            aspect = gr.Dropdown(aspect_choices(shown) if shown else [("—", "")], value="",
+                                 label=label("aspect_ratio"), elem_id="aspect-ratio")
         with gr.Row(visible=with_size):
             size = (spec.default_size if spec else 512) if with_size else 0
-            width = RawNumber(size, precision=0, step=8, minimum=0, maximum=MAX_SIZE,
+            step = shown.size_multiple if shown else 8
+            width = RawNumber(size, precision=0, step=step, minimum=0, maximum=MAX_SIZE,
                               label=label("width"), elem_id="width")
-            height = RawNumber(size, precision=0, step=8, minimum=0, maximum=MAX_SIZE,
+            height = RawNumber(size, precision=0, step=step, minimum=0, maximum=MAX_SIZE,
                                label=label("height"), elem_id="height")
         with gr.Row():
             seed = RawNumber(-1, precision=0, minimum=-1, maximum=MAX_SEED,
@@ -185,8 +407,19 @@ def settings_controls(studio: Studio, *, with_size: bool = True) -> Controls:
     last_seed = gr.State(-1)
     random_seed.click(lambda: -1, None, seed, api_visibility="private")
     reuse_seed.click(lambda last: last, last_seed, seed, api_visibility="private")
+    if aspect is not None:
+        aspect.input(_aspect_size, aspect, [width, height], api_visibility="private",
+                     show_progress="hidden")
     return Controls(style, model, sampler, steps, guidance, width, height, seed, batch,
-                    vae, clip_skip, lora, last_seed)
+                    vae, clip_skip, lora, last_seed, plan=plan, aspect=aspect, sd_only=sd_row)
+
+
+def _aspect_size(choice: Any) -> tuple[Any, Any]:
+    """An aspect preset ("1216x832") → width and height; anything else changes nothing."""
+    parts = (_text(choice) or "").split("x")
+    if len(parts) != 2 or not all(p.isdigit() and 0 < int(p) <= MAX_SIZE for p in parts):
+        return gr.skip(), gr.skip()
+    return int(parts[0]), int(parts[1])
 
 
 def build_request(
@@ -319,10 +552,16 @@ async def stream(
     request: gr.Request | None,
     generation: GenerationRequest,
     *,
-    photo: bytes | None = None,
+    photo: bytes | Image.Image | None = None,  # Image: already scrubbed (the Portrait page)
     mask: bytes | Image.Image | None = None,
+    references: list[bytes] | None = None,
+    ignored: list[str] | None = None,
 ) -> AsyncIterator[tuple[Any, Any, Any, Any]]:
     """Yield (pictures, preview, status, last seed) while the run (:mod:`webui.run`) goes on.
+
+    ``references`` are an edit model's extra pictures (run names ``edit:<j>``); ``ignored``
+    names the controls :func:`for_family` dropped: the last status says them, with any the
+    engine reports (``GenerationResult.extras["ignored"]``).
 
     Only the last-seed State is ever skipped: ``gr.skip()`` on a component makes Gradio build a
     new component instance in the session's state on every yield, so unchanged outputs are sent
@@ -334,7 +573,8 @@ async def stream(
     images = [RunImage("photo", photo)] if photo is not None else []
     if mask is not None:
         images.append(RunImage("mask", mask))
-    del photo, mask
+    images.extend(RunImage(f"edit:{j}", data) for j, data in enumerate(references or []))
+    del photo, mask, references
     inputs = RunInputs(generation, images, session=session)
     preview_url: str | None = None
     pending: Image.Image | None = None
@@ -351,6 +591,11 @@ async def stream(
                 seed = answer.results[0].seed if answer.results else gr.skip()
                 done = text("done", lang, count=len(urls), seed=seed,
                              seconds=f"{answer.seconds:.1f}")
+                names = list(ignored or [])
+                for result in answer.results:
+                    names += [n for n in result.extras.get("ignored", []) if n not in names]
+                if names:
+                    done = f"{done} {ignored_line(names, lang)}"
                 yield urls, None, done, seed
                 return
             if update.preview is not None:

@@ -21,6 +21,8 @@ from webui.studio import Studio
 from webui.ui.common import (
     cancel_button,
     checked_request,
+    default_family,
+    for_family,
     label,
     on_cancel,
     output_panel,
@@ -47,8 +49,10 @@ def build(studio: Studio) -> None:
                                          sources=["upload"], buttons=[], format="png")
             prompt = gr.Textbox("", label=label("prompt"), lines=2, max_length=MAX_PROMPT_CHARS,
                                 elem_id="inpaint-prompt")
+            shown = default_family(studio)
             negative = gr.Textbox("", label=label("negative_prompt"), lines=1,
-                                  max_length=MAX_PROMPT_CHARS)
+                                  max_length=MAX_PROMPT_CHARS, elem_id="inpaint-negative",
+                                  visible=shown is None or shown.negative_prompt)
             strength = RawSlider(0.05, 1.0, value=0.9, step=0.05, label=label("strength"))
             controls = settings_controls(studio, with_size=False)
             with gr.Row():
@@ -57,6 +61,7 @@ def build(studio: Studio) -> None:
         with gr.Column(scale=1):
             out = output_panel()
     controls.add_lora_to(studio, prompt)
+    controls.follow_model(studio, negative)
 
     async def inpaint(
         image: dict[str, Any] | None = None,
@@ -107,7 +112,9 @@ def build(studio: Studio) -> None:
             guidance_scale, width, height, seed, batch_size, strength, vae=vae,
             clip_skip=clip_skip,
         )
-        async for update in stream(studio, request, generation, photo=photo, mask=painted):
+        generation, ignored = for_family(studio, generation, guidance_default=True)
+        async for update in stream(studio, request, generation, photo=photo, mask=painted,
+                                   ignored=ignored):
             yield update
 
     go.click(

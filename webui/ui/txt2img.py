@@ -20,6 +20,8 @@ from webui.ui.common import (
     _whole,
     cancel_button,
     checked_request,
+    default_family,
+    for_family,
     label,
     lang_of,
     on_cancel,
@@ -39,6 +41,7 @@ class HiresControls:
     denoising: RawSlider
     resize_x: RawNumber
     resize_y: RawNumber
+    section: gr.Accordion | None = None  # hidden for the families without a hires fix
 
     def inputs(self) -> list[Any]:
         return [self.enable, self.upscaler, self.scale, self.steps, self.denoising,
@@ -47,7 +50,7 @@ class HiresControls:
 
 def hires_controls(studio: Studio) -> HiresControls:
     """The Hires fix section: A1111's defaults (Latent, x2, same steps, denoising 0.7)."""
-    with gr.Accordion(label("hires_fix"), open=False, elem_id="hires"):
+    with gr.Accordion(label("hires_fix"), open=False, elem_id="hires") as section:
         enable = gr.Checkbox(False, label=label("hires_enable"), elem_id="hires-enable")
         with gr.Row():
             upscaler = gr.Dropdown(upscaler_choices(studio, latent=True),
@@ -65,7 +68,8 @@ def hires_controls(studio: Studio) -> HiresControls:
                                  label=label("hires_resize_x"), elem_id="hires-resize-x")
             resize_y = RawNumber(0, precision=0, step=8, minimum=0, maximum=MAX_SIZE,
                                  label=label("hires_resize_y"), elem_id="hires-resize-y")
-    return HiresControls(enable, upscaler, scale, steps, denoising, resize_x, resize_y)
+    return HiresControls(enable, upscaler, scale, steps, denoising, resize_x, resize_y,
+                         section=section)
 
 
 def hires_fix(enable: Any, upscaler: Any, scale: Any, steps: Any, denoising: Any,
@@ -91,17 +95,22 @@ def build(studio: Studio) -> None:
         with gr.Column(scale=1):
             prompt = gr.Textbox("", label=label("prompt"), placeholder=label("prompt_placeholder"),
                                 lines=3, max_length=MAX_PROMPT_CHARS, elem_id="txt2img-prompt")
+            shown = default_family(studio)
             negative = gr.Textbox("", label=label("negative_prompt"), lines=1,
-                                  max_length=MAX_PROMPT_CHARS,
-                                  placeholder=label("negative_placeholder"))
+                                  max_length=MAX_PROMPT_CHARS, elem_id="txt2img-negative",
+                                  placeholder=label("negative_placeholder"),
+                                  visible=shown is None or shown.negative_prompt)
             controls = settings_controls(studio)
             hires = hires_controls(studio)
+            if shown is not None and hires.section is not None:
+                hires.section.visible = shown.sd_only
             with gr.Row():
                 go = gr.Button(label("generate"), variant="primary", elem_id="txt2img-go")
                 stop = cancel_button(studio)
         with gr.Column(scale=1):
             out = output_panel()
     controls.add_lora_to(studio, prompt)
+    controls.follow_model(studio, negative, hires=hires.section)
 
     async def txt2img(
         prompt: str | None = None,
@@ -136,7 +145,9 @@ def build(studio: Studio) -> None:
         except InputError as err:
             raise gr.Error(error_text(err, lang_of(request)), print_exception=False) from None
         generation = dataclasses.replace(generation, hires=second)
-        async for update in stream(studio, request, generation):
+        # Controls the model's family ignores are dropped here and named in the status.
+        generation, ignored = for_family(studio, generation, guidance_default=True)
+        async for update in stream(studio, request, generation, ignored=ignored):
             yield update
 
     go.click(
