@@ -2,7 +2,9 @@
 
 Defaults are the safest that work: float32 on CPU; on CUDA bfloat16 where the card supports it
 (no fp16 overflow in the SDXL VAE) else float16; float16 on Apple MPS. Memory modes are chosen
-from the free memory on the device and can be forced.
+by core/planner.py (per model and device, from the free GPU memory and RAM) and can be forced
+with one of ``MEMORY_MODES``; ``plan`` below is the older whole-model rule, kept for callers that
+have only a byte count (the planner uses the same rule for SD 1.x/2.x/SDXL).
 """
 
 from __future__ import annotations
@@ -14,14 +16,26 @@ import torch
 from core.errors import InputError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-MEMORY_MODES = ("auto", "none", "model-offload", "sequential-offload")
+# "none" is the old name of "full" (everything on the GPU); core/planner.py explains each.
+MEMORY_MODES = (
+    "auto",
+    "none",
+    "full",
+    "model-offload",
+    "group-offload",
+    "sequential-offload",
+    "fp8-layerwise",
+    "bnb-8bit",
+    "bnb-4bit",
+)
+LEGACY_MODES = ("auto", "none", "model-offload", "sequential-offload")
 
 
 @dataclass(frozen=True)
 class DevicePlan:
     device: str  # "cuda:0", "mps", "cpu"
     dtype: torch.dtype
-    memory_mode: str  # none | model-offload | sequential-offload
+    memory_mode: str  # none | model-offload | group-offload | sequential-offload
     attention_slicing: bool
     vae_tiling: bool
 
@@ -72,9 +86,9 @@ def plan(
     device: str, dtype: torch.dtype, model_bytes: int, memory_mode: str = "auto"
 ) -> DevicePlan:
     """Pick offload/slicing/tiling for a model of ``model_bytes`` (in its run dtype)."""
-    if memory_mode not in MEMORY_MODES:
+    if memory_mode not in LEGACY_MODES:
         raise InputError(
-            "bad_memory_mode", "Memory mode must be one of: {modes}.", modes=", ".join(MEMORY_MODES)
+            "bad_memory_mode", "Memory mode must be one of: {modes}.", modes=", ".join(LEGACY_MODES)
         )
     free = free_memory_bytes(device)
     if memory_mode == "auto":

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from core import conditioning, control, networks, pipelines
+from core import conditioning, control, networks, pipelines, planner
 from core.control import ControlUnit, IPAdapterUnit
-from core.devices import DevicePlan, plan, resolve_device, resolve_dtype
+from core.devices import DevicePlan, resolve_device, resolve_dtype
 from core.errors import InputError, JobCancelled, ModelError
 from core.hires import (
     HiresTarget,
@@ -222,12 +222,8 @@ class Engine:
             if self._model is not None and self._model == info and not broken:
                 return info
             self.unload()
-            self.plan = plan(
-                self.device,
-                self.dtype,
-                pipelines.estimate_bytes(info, self.dtype),
-                self.memory_mode,
-            )
+            # Refused up front (one sentence) when it fits in no memory mode: core/planner.py.
+            self.plan = planner.plan_here(info, self.device, self.dtype, self.memory_mode)
             try:
                 base = pipelines.load_base_pipeline(info, self.dtype)
                 pipelines.place(base, self.plan)
