@@ -39,10 +39,11 @@ from core.samplers import (
 )
 from core.upscale import DEFAULT_LATENT_MODE
 from privacy.errors import PrivacyError
-from webui.api.controlnet import PICTURES_PER_BODY, Units, unit_params
+from webui.api.controlnet import PICTURES_PER_BODY, Units
 from webui.api.problems import ApiError, input_problem
 from webui.api.schemas import MAX_ITERATIONS, GenerationFields, Txt2ImgRequest
 from webui.auth import Viewer
+from webui.infotext import unit_params
 from webui.run import Answer, RunInputs, paint
 from webui.studio import Studio
 from webui.styles import find_style
@@ -373,6 +374,8 @@ class Generation:
         }
         if first is not None:  # "ControlNet 0": "Module: canny, Model: ..." (the extension's)
             info["extra_generation_params"].update(unit_params(first))
+            if "face_found" in first.extras:  # yes/no only, for the caller (never in a picture)
+                info["obscura_face_found"] = bool(first.extras["face_found"])
         hires = first.extras.get("hires") if first else None
         if hires and first is not None:  # AUTOMATIC1111: Size is the first pass's; hr fields the rest
             info["extra_generation_params"].update(hires)

@@ -28,8 +28,8 @@ from core.errors import InputError
 from core.library import LibraryItem, ModelLibrary
 from core.samplers import SCHEDULES, sampler_names
 from webui.api import progress as caller_jobs
-from webui.api.endpoint import ApiRoute, caller, parse, read_json
 from webui.api.controlnet import add_units, build_controlnet_router, units_of
+from webui.api.endpoint import ApiRoute, caller, parse, read_json
 from webui.api.extras import Extras
 from webui.api.generation import (
     CallerModels,
