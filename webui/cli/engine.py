@@ -110,13 +110,13 @@ def _read_upload(path: Path, *, mask: bool):  # -> PIL.Image.Image
     "--width",
     type=int,
     default=None,
-    help="Width in pixels, a multiple of 8 (default per model, or the photo's).",
+    help="Width in pixels, a multiple of 8 (16 for FLUX, SD 3.5, Z-Image, Qwen-Image; default per model, or the photo's).",
 )
 @click.option("--height", type=int, default=None, help="Height in pixels, a multiple of 8.")
 @click.option(
     "--sampler",
     default=None,
-    help="Sampler, e.g. 'Euler a', 'DPM++ 2M Karras', 'DDIM', 'UniPC', 'LCM' (see `obscura models --samplers`).",
+    help="Sampler, e.g. 'Euler a', 'DPM++ 2M Karras', 'DDIM', 'UniPC', 'LCM' (see `obscura models --samplers`); FLUX, SD 3.5, Z-Image and Qwen-Image take Euler, Euler a, Heun, DPM++ 2M or UniPC.",
 )
 @click.option(
     "--batch",
@@ -223,6 +223,9 @@ def generate(
         result = engine.generate(request)
     except (InputError, PrivacyError) as err:
         raise click.ClickException(str(err)) from None
+    ignored = _ignored(info, request, result)
+    if ignored:  # one line: what this model's family did not use (core/families.py)
+        click.echo(f"Not used by this model: {', '.join(ignored)}.", err=True)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     for index, picture in enumerate(result.images):
         target = (
@@ -242,6 +245,26 @@ def generate(
         click.echo(
             f"{target}  (seed {result.seeds[index]}, {result.width}x{result.height}, {result.sampler}, {result.model})"
         )
+
+
+def _ignored(info, request, result) -> list[str]:  # ModelInfo, GenerationRequest, GenerationResult
+    """The options of this run that the model's family does not use: the family table's (a
+    guidance-distilled model takes no negative prompt or CFG) and what the engine reports."""
+    from core.families import family_of, is_flow
+
+    names: list[str] = []
+    if is_flow(info):
+        row = family_of(info)
+        if not row.negative_prompt and request.negative_prompt.strip():
+            names.append("--negative-prompt")
+        if row.guidance == "none" and request.guidance_scale is not None:
+            names.append("--guidance")
+    shown = {"negative_prompt": "--negative-prompt", "cfg_scale": "--guidance"}
+    for name in result.extras.get("ignored", []):
+        flag = shown.get(name, name)
+        if flag not in names:
+            names.append(flag)
+    return names
 
 
 @click.command("demo-model")

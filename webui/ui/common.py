@@ -28,6 +28,7 @@ from core.engine import (
 )
 from core.errors import InputError
 from core.families import family_of, is_flow
+from core.planner import describe
 from core.registry import ModelInfo
 from core.samplers import sampler_names
 from privacy.errors import PrivacyError
@@ -294,11 +295,9 @@ def plan_line(studio: Studio, info: ModelInfo | None, lang: str) -> str:
     if info is None:
         return ""
     try:
-        from core.planner import describe
-
         plan = studio.engine.plan_for(info)
-    except (ImportError, AttributeError, InputError):
-        return ""
+    except InputError as err:  # it fits in no memory mode: the sentence says what would
+        return error_text(err, lang)
     return text("memory_plan", lang, plan=describe(plan, lang))
 
 
