@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from core import conditioning, control, networks, pipelines, planner
+from core import conditioning, control, flow, networks, pipelines, planner
 from core.control import ControlUnit, IPAdapterUnit
 from core.devices import DevicePlan, resolve_device, resolve_dtype
 from core.errors import InputError, JobCancelled, ModelError
+from core.families import is_flow
 from core.hires import (
     HiresTarget,
     check_hires,
@@ -132,6 +133,9 @@ class GenerationRequest:
     # ControlNet and IP-Adapter units (core/control.py), at most control.MAX_UNITS each.
     controlnets: list[ControlUnit] = field(default_factory=list)
     ip_adapters: list[IPAdapterUnit] = field(default_factory=list)
+    # Reference pictures of an edit model (FLUX.2, FLUX.1 Kontext, Qwen-Image-Edit), at most
+    # core.flow.MAX_REFERENCES; the run path's "edit:<j>" pictures.
+    references: list[Image.Image] = field(default_factory=list)
 
     @property
     def mode(self) -> str:
@@ -198,6 +202,8 @@ class Engine:
         self.plan: DevicePlan | None = None
         # LoRAs and VAEs of the loaded model (core/networks.py), set per job.
         self._networks: networks.NetworkSet | None = None
+        # Latent-preview projections of the loaded flow model's VAE (core/flow.py).
+        self._flow_previews: dict[int, Any] = {}
         self.upscalers = UpscalerModels(self.device)
 
     # -- models ---------------------------------------------------------------------------
@@ -241,7 +247,11 @@ class Engine:
                 log.warning("model load failed: %s", type(exc).__name__)
                 raise ModelError("model_load_failed", pipelines.LOAD_FAILED) from exc
             self._model, self._pipes = info, {"txt2img": base}
-            self._networks = networks.NetworkSet(info, base, self.registry.library, self.plan)
+            # LoRAs and VAE choice are for the SD families only (core/flow.py refuses them).
+            self._networks = (
+                None if is_flow(info)
+                else networks.NetworkSet(info, base, self.registry.library, self.plan)
+            )
             # Samplers are built from the model's own scheduler config, never from the last job's.
             self._scheduler_config = dict(base.scheduler.config)
             log.info("model loaded (%s, %s, %s)", info.arch, self.device, self.plan.memory_mode)
@@ -251,6 +261,7 @@ class Engine:
         with self._lock:
             self._pipes.clear()
             self._networks = None
+            self._flow_previews.clear()
             self._model = None
             gc.collect()
             if self.device.startswith("cuda"):
@@ -288,7 +299,9 @@ class Engine:
                     ) from None
         info = self.model_for(request.model)
         spec = info.spec
-        find_sampler(request.sampler)
+        flow_model = is_flow(info)
+        if not flow_model:  # a flow model's samplers are its family's (core/flow.py)
+            find_sampler(request.sampler)
         if request.num_inference_steps is not None:
             steps = _number(request.num_inference_steps, int, "steps_out_of_range", "Steps")
             if not 1 <= steps <= MAX_STEPS:
@@ -322,15 +335,18 @@ class Engine:
                     max=MAX_SEED,
                 )
         conditioning.check_clip_skip(request.clip_skip)
-        networks.check_request(request, self.registry.library, info)
-        control.check_request(request, self.registry.library, info)
+        if flow_model:
+            flow.check_request(request, info)
+        else:
+            networks.check_request(request, self.registry.library, info)
+            control.check_request(request, self.registry.library, info)
         if request.mode != "txt2img":
             strength = _number(request.strength, float, "strength_out_of_range", "Strength")
             if not 0.0 < strength <= 1.0:
                 raise InputError("strength_out_of_range", "Strength must be above 0 and at most 1.")
         for side in ("width", "height"):
             value = getattr(request, side)
-            if value is None:
+            if value is None or flow_model:  # flow sizes: multiples of 16 (core/flow.py)
                 continue
             value = _number(value, int, "size_out_of_range", side.capitalize())
             if value % 8 or not spec.min_size <= value <= spec.max_size:
@@ -627,6 +643,8 @@ class Engine:
             if request.upscale is not None:
                 return self._run_upscale(request, on_step, should_stop)
             info = self.load(info.name)
+            if is_flow(info):  # SD 3.5, FLUX, Z-Image, Qwen-Image: core/flow.py
+                return flow.generate(self, request, info, on_step, should_stop)
             spec = info.spec
             mode = request.mode
             pipe = self._pipeline(info, mode)

@@ -24,7 +24,7 @@ Nothing here imports diffusers or torch; class names are strings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 SD_ARCHS = ("sd1", "sd2", "sdxl")
@@ -82,7 +82,16 @@ class Family:
     samplers: tuple[str, ...] = FLOW_SAMPLERS
     default_sampler: str = "Euler"
     max_references: int = 0  # edit mode: how many reference pictures the pipeline takes
-    ignores: tuple[str, ...] = field(default=())  # request fields this family never uses
+    # The class the model's own folder holds (its model_index), when not the txt2img one.
+    base: str = ""
+    # Every mode runs as inpainting (FLUX.1 Fill): txt2img = a blank canvas, all masked.
+    inpaint_only: bool = False
+    # An edit model that cannot paint from text alone (Qwen-Image-Edit): a picture is needed.
+    needs_image: bool = False
+
+    @property
+    def base_pipeline(self) -> str:
+        return self.base or self.pipelines["txt2img"]
 
     @property
     def ignored_controls(self) -> tuple[str, ...]:
@@ -233,7 +242,9 @@ VARIANTS: dict[tuple[str, str], dict[str, Any]] = {
     ("flux1", "dev"): {},
     ("flux1", "fill"): {
         "title": "FLUX.1 Fill",
-        "pipelines": {"inpaint": "FluxFillPipeline"},
+        "pipelines": {"txt2img": "FluxFillPipeline", "img2img": "FluxFillPipeline",
+                      "inpaint": "FluxFillPipeline"},
+        "inpaint_only": True,
         "default_steps": 50, "default_guidance": 30.0,
     },
     ("flux1", "kontext"): {
@@ -265,14 +276,14 @@ VARIANTS: dict[tuple[str, str], dict[str, Any]] = {
         "title": "Qwen-Image-Edit",
         "pipelines": {"txt2img": "QwenImageEditPipeline", "img2img": "QwenImageEditPipeline",
                       "edit": "QwenImageEditPipeline", "inpaint": "QwenImageEditInpaintPipeline"},
-        "max_references": 1,
+        "max_references": 1, "needs_image": True,
     },
     ("qwenimage", "edit-plus"): {
         "title": "Qwen-Image-Edit-Plus",
         "pipelines": {"txt2img": "QwenImageEditPlusPipeline",
                       "img2img": "QwenImageEditPlusPipeline",
                       "edit": "QwenImageEditPlusPipeline"},
-        "max_references": 3,
+        "max_references": 3, "needs_image": True,
     },
 }
 

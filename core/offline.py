@@ -29,6 +29,11 @@ PRIVACY_ENV: dict[str, str] = {
     "GRADIO_RUN_HISTORY": "false",
     # the convention many other tools honour.
     "DO_NOT_TRACK": "1",
+    # diffusers: no kernels fetched from the Hub (the `kernels` package's get_kernel) for GGUF
+    # transformers or attention, and the built-in attention (no backend that downloads one).
+    "DIFFUSERS_GGUF_CUDA_KERNELS": "false",
+    "DIFFUSERS_TRUST_REMOTE_KERNELS": "false",
+    "DIFFUSERS_ATTN_BACKEND": "native",
 }
 
 

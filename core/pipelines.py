@@ -17,6 +17,7 @@ import torch
 
 from core.devices import DevicePlan
 from core.errors import ModelError
+from core.families import family_of, is_flow
 from core.registry import ModelInfo
 
 log = logging.getLogger("obscura.core")
@@ -90,6 +91,8 @@ def load_base_pipeline(info: ModelInfo, dtype: torch.dtype) -> Any:
 
     require_present(info)
     _quiet_libraries()
+    if is_flow(info):
+        return load_flow_pipeline(info, dtype)
 
     family = _family(info)
     variant = "inpaint" if info.variant == "inpaint" else "base"
@@ -126,6 +129,8 @@ def load_base_pipeline(info: ModelInfo, dtype: torch.dtype) -> Any:
 
 def derive_pipeline(base: Any, info: ModelInfo, mode: str) -> Any:
     """The pipeline for ``mode`` sharing the base pipeline's weights."""
+    if is_flow(info):
+        return derive_flow_pipeline(base, info, mode)
     if mode == "txt2img" or info.variant == "inpaint":
         return base
     import diffusers
@@ -174,3 +179,164 @@ def load_vae(info: ModelInfo, state: dict[str, torch.Tensor], dtype: torch.dtype
         raise ModelError("vae_mismatch", "This VAE does not fit the model.")
     vae.eval()
     return vae
+
+
+# -- the transformer families (core/families.py) ---------------------------------------------
+# The weight-holding components of a flow pipeline, as the diffusers model_index names them.
+_WEIGHTS = ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae")
+
+
+def flow_config_folder(info: ModelInfo) -> Path:
+    """The shipped diffusers-layout config folder of a family variant (core/configs)."""
+    return Path(str(resources.files("core.configs").joinpath(f"{info.arch}-{info.variant}")))
+
+
+def _component_class(pipeline_cls: Any, component: str) -> Any:
+    """The class a pipeline's ``__init__`` annotates a component with (diffusers' own typing)."""
+    import inspect
+
+    annotation = inspect.signature(pipeline_cls.__init__).parameters[component].annotation
+    if isinstance(annotation, str):  # postponed annotations: resolve in the pipeline's module
+        import sys
+
+        annotation = eval(annotation, vars(sys.modules[pipeline_cls.__module__]))  # noqa: S307
+    return annotation
+
+
+def _base_class(info: ModelInfo) -> Any:
+    import diffusers
+
+    return getattr(diffusers, family_of(info).base_pipeline)
+
+
+def load_flow_pipeline(info: ModelInfo, dtype: torch.dtype) -> Any:
+    """A flow family's base pipeline, from local files only.
+
+    - ``diffusers``: the folder as it is (``from_pretrained``, safetensors only).
+    - ``single-file`` / ``parts`` / ``gguf``: the transformer from its file with the shipped
+      config folder (``from_single_file``; a GGUF file dequantizes on the fly with
+      ``GGUFQuantizationConfig``), the text encoders and VAE from ``info.parts`` (an all-in-one
+      single file holds them too), and the tokenizers and scheduler from the shipped folder.
+    """
+    cls = _base_class(info)
+    try:
+        if info.format == "diffusers":
+            pipe = cls.from_pretrained(
+                str(info.path), dtype=dtype, local_files_only=True, use_safetensors=True
+            )
+        else:
+            pipe = _load_flow_parts(cls, info, dtype)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
+        log.warning("model load failed: %s", type(exc).__name__)
+        raise ModelError("model_load_failed", LOAD_FAILED) from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _load_flow_parts(cls: Any, info: ModelInfo, dtype: torch.dtype) -> Any:
+    config = flow_config_folder(info)
+    if not (config / "model_index.json").is_file():
+        raise ModelError(
+            "model_config_missing",
+            "This model family has no shipped config in this version of Obscura; use its "
+            "diffusers folder instead (see docs/models.md).",
+        )
+    parts = dict(info.parts)
+    components: dict[str, Any] = {}
+    transformer_cls = _component_class(cls, "transformer")
+    extra: dict[str, Any] = {}
+    if info.format == "gguf":
+        from diffusers import GGUFQuantizationConfig
+
+        extra["quantization_config"] = GGUFQuantizationConfig(compute_dtype=dtype)
+    source = parts.get("transformer", str(info.path))
+    components["transformer"] = transformer_cls.from_single_file(
+        source, config=str(config), subfolder="transformer", local_files_only=True,
+        torch_dtype=dtype, **extra,
+    )
+    for name in _WEIGHTS[1:]:
+        if not (config / name).is_dir():
+            continue
+        path = parts.get(name) or (str(info.path) if info.format == "single-file" else None)
+        if path is None:
+            raise ModelError("model_part_missing", LOAD_FAILED)
+        component_cls = _component_class(cls, name)
+        if name == "vae":
+            components[name] = _load_vae_file(component_cls, Path(path), config, dtype)
+        else:
+            components[name] = _load_text_encoder(component_cls, Path(path), config / name, dtype)
+    return cls.from_pretrained(
+        str(config), local_files_only=True, dtype=dtype, **components
+    )
+
+
+# Prefixes the text encoder files people have put before the transformers names (ComfyUI's
+# all-in-one checkpoints and some exports), tried in this order.
+_ENCODER_PREFIXES = (
+    "text_encoders.t5xxl.transformer.", "text_encoders.clip_l.transformer.",
+    "text_encoders.clip_g.transformer.", "text_encoders.qwen25_7b.transformer.",
+    "text_encoders.qwen3_4b.transformer.", "cond_stage_model.transformer.", "transformer.",
+)
+
+
+def _load_text_encoder(cls: Any, path: Path, config_dir: Path, dtype: torch.dtype) -> Any:
+    """A transformers text encoder from one ``.safetensors`` file and its shipped config:
+    built empty (meta tensors), then filled from the file; a file that leaves any weight
+    unfilled is refused."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(config_dir), local_files_only=True)
+    with torch.device("meta"):
+        model = cls(config)
+    state = load_file(str(path))
+    wanted = set(model.state_dict())
+    for prefix in ("", *_ENCODER_PREFIXES):
+        picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if picked and wanted & set(picked):
+            state = picked
+            break
+    state = {k: v.to(dtype) for k, v in state.items() if k in wanted}
+    missing = wanted - set(state)
+    tied = getattr(model, "_tied_weights_keys", None) or {}
+    missing -= set(tied)
+    if missing:
+        raise ModelError("model_part_mismatch", LOAD_FAILED)
+    model.load_state_dict(state, strict=False, assign=True)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    if any(p.device.type == "meta" for p in model.parameters()):
+        raise ModelError("model_part_mismatch", LOAD_FAILED)
+    return model.eval()
+
+
+def _load_vae_file(cls: Any, path: Path, config: Path, dtype: torch.dtype) -> Any:
+    if hasattr(cls, "from_single_file"):
+        try:
+            return cls.from_single_file(
+                str(path), config=str(config), subfolder="vae", local_files_only=True,
+                torch_dtype=dtype,
+            )
+        except ValueError:
+            pass  # a class diffusers' single-file loader does not know: diffusers names below
+    from safetensors.torch import load_file
+
+    vae = cls.from_config(cls.load_config(str(config), subfolder="vae", local_files_only=True))
+    state = load_file(str(path))
+    result = vae.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        raise ModelError("model_part_mismatch", LOAD_FAILED)
+    return vae.to(dtype).eval()
+
+
+def derive_flow_pipeline(base: Any, info: ModelInfo, mode: str) -> Any:
+    """The flow family's pipeline for ``mode``, sharing the base pipeline's weights."""
+    import diffusers
+
+    name = family_of(info).pipeline(mode)
+    if name is None or type(base).__name__ == name:
+        return base
+    cls = getattr(diffusers, name)
+    pipe = cls.from_pipe(base)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

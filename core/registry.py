@@ -49,29 +49,29 @@ ARCH_SPECS: dict[str, ArchSpec] = {
     "sd1": ArchSpec(512, 64, 2048, 25, 7.0, "DPM++ 2M Karras"),
     "sd2": ArchSpec(768, 64, 2048, 25, 7.0, "DPM++ 2M Karras"),
     "sdxl": ArchSpec(1024, 64, 2048, 30, 6.0, "DPM++ 2M Karras"),
-    "sd3": ArchSpec(1024, 256, 2048, 28, 7.0, "Euler"),
-    "flux1": ArchSpec(1024, 256, 2048, 28, 3.5, "Euler"),
-    "flux2": ArchSpec(1024, 256, 2048, 4, 1.0, "Euler"),
-    "zimage": ArchSpec(1024, 256, 2048, 9, 0.0, "Euler"),
-    "qwenimage": ArchSpec(1024, 256, 2048, 50, 4.0, "Euler"),
+    "sd3": ArchSpec(1024, 64, 2048, 28, 7.0, "Euler"),
+    "flux1": ArchSpec(1024, 64, 2048, 28, 3.5, "Euler"),
+    "flux2": ArchSpec(1024, 64, 2048, 4, 1.0, "Euler"),
+    "zimage": ArchSpec(1024, 64, 2048, 9, 0.0, "Euler"),
+    "qwenimage": ArchSpec(1024, 64, 2048, 50, 4.0, "Euler"),
 }
 # Variants whose defaults differ from their family's (distilled vs base models).
 VARIANT_SPECS: dict[tuple[str, str], ArchSpec] = {
-    ("sd3", "medium"): ArchSpec(1024, 256, 2048, 40, 4.5, "Euler"),  # SD 3.5 Medium card
-    ("sd3", "large"): ArchSpec(1024, 256, 2048, 28, 3.5, "Euler"),  # SD 3.5 Large card
-    ("sd3", "large-turbo"): ArchSpec(1024, 256, 2048, 4, 0.0, "Euler"),
-    ("flux1", "schnell"): ArchSpec(1024, 256, 2048, 4, 0.0, "Euler"),
-    ("flux1", "dev"): ArchSpec(1024, 256, 2048, 28, 3.5, "Euler"),
-    ("flux1", "fill"): ArchSpec(1024, 256, 2048, 50, 30.0, "Euler"),  # FluxFillPipeline docs
-    ("flux1", "kontext"): ArchSpec(1024, 256, 2048, 28, 2.5, "Euler"),  # FluxKontext docs
-    ("flux2", "klein"): ArchSpec(1024, 256, 2048, 4, 1.0, "Euler"),  # distilled: 4 steps
-    ("flux2", "klein-base"): ArchSpec(1024, 256, 2048, 50, 4.0, "Euler"),
-    ("flux2", "dev"): ArchSpec(1024, 256, 2048, 50, 4.0, "Euler"),
-    ("zimage", "turbo"): ArchSpec(1024, 256, 2048, 9, 0.0, "Euler"),  # Z-Image-Turbo card
-    ("zimage", "base"): ArchSpec(1024, 256, 2048, 50, 4.0, "Euler"),
-    ("qwenimage", "base"): ArchSpec(1024, 256, 2048, 50, 4.0, "Euler"),  # true_cfg_scale 4
-    ("qwenimage", "edit"): ArchSpec(1024, 256, 2048, 50, 4.0, "Euler"),
-    ("qwenimage", "edit-plus"): ArchSpec(1024, 256, 2048, 40, 4.0, "Euler"),
+    ("sd3", "medium"): ArchSpec(1024, 64, 2048, 40, 4.5, "Euler"),  # SD 3.5 Medium card
+    ("sd3", "large"): ArchSpec(1024, 64, 2048, 28, 3.5, "Euler"),  # SD 3.5 Large card
+    ("sd3", "large-turbo"): ArchSpec(1024, 64, 2048, 4, 0.0, "Euler"),
+    ("flux1", "schnell"): ArchSpec(1024, 64, 2048, 4, 0.0, "Euler"),
+    ("flux1", "dev"): ArchSpec(1024, 64, 2048, 28, 3.5, "Euler"),
+    ("flux1", "fill"): ArchSpec(1024, 64, 2048, 50, 30.0, "Euler"),  # FluxFillPipeline docs
+    ("flux1", "kontext"): ArchSpec(1024, 64, 2048, 28, 2.5, "Euler"),  # FluxKontext docs
+    ("flux2", "klein"): ArchSpec(1024, 64, 2048, 4, 1.0, "Euler"),  # distilled: 4 steps
+    ("flux2", "klein-base"): ArchSpec(1024, 64, 2048, 50, 4.0, "Euler"),
+    ("flux2", "dev"): ArchSpec(1024, 64, 2048, 50, 4.0, "Euler"),
+    ("zimage", "turbo"): ArchSpec(1024, 64, 2048, 9, 0.0, "Euler"),  # Z-Image-Turbo card
+    ("zimage", "base"): ArchSpec(1024, 64, 2048, 50, 4.0, "Euler"),
+    ("qwenimage", "base"): ArchSpec(1024, 64, 2048, 50, 4.0, "Euler"),  # true_cfg_scale 4
+    ("qwenimage", "edit"): ArchSpec(1024, 64, 2048, 50, 4.0, "Euler"),
+    ("qwenimage", "edit-plus"): ArchSpec(1024, 64, 2048, 40, 4.0, "Euler"),
 }
 TURBO_SPEC = ArchSpec(512, 64, 1024, 4, 0.0, "Euler a")
 DEMO_SPEC = ArchSpec(256, 64, 512, 8, 5.0, "Euler a")
@@ -245,14 +245,19 @@ def detect_checkpoint(header: dict[str, Any], name: str) -> tuple[str, str]:
 
 def detect_diffusers_folder(folder: Path) -> tuple[str, str]:
     try:
-        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        index: Any = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
         class_name = str(index.get("_class_name", ""))
     except (OSError, json.JSONDecodeError, AttributeError):
         raise ModelError(
             "model_corrupt",
             "The model folder's model_index.json is unreadable; download the model again.",
         ) from None
-    if class_name.startswith("StableDiffusionXL"):
+    from core.family_detect import FAMILY_LIST, FLOW_PIPELINES, diffusers_family
+
+    flow = class_name in FLOW_PIPELINES
+    if flow:
+        arch, variant = diffusers_family(folder, class_name, index if isinstance(index, dict) else {})
+    elif class_name.startswith("StableDiffusionXL"):
         arch = "sdxl"
     elif class_name.startswith("StableDiffusion") and not class_name.startswith("StableDiffusion3"):
         try:
@@ -266,24 +271,26 @@ def detect_diffusers_folder(folder: Path) -> tuple[str, str]:
     else:
         raise ModelError(
             "unknown_arch",
-            "This model's pipeline type is not supported (only Stable Diffusion 1.x, 2.x and SDXL); "
+            "This model's pipeline type is not supported (only " + FAMILY_LIST + "); "
             "see docs/models.md.",
         )
-    in_channels = 4
-    try:
-        in_channels = int(
-            json.loads((folder / "unet" / "config.json").read_text("utf-8")).get("in_channels", 4)
-        )
-    except (OSError, json.JSONDecodeError, ValueError):
-        raise ModelError(
-            "model_corrupt", "The model folder has no readable unet/config.json; download it again."
-        ) from None
-    if "Inpaint" in class_name or in_channels == 9:
-        variant = "inpaint"
-    elif arch == "sdxl" and "turbo" in folder.name.lower():
-        variant = "turbo"
-    else:
-        variant = "base"
+    if not flow:
+        in_channels = 4
+        try:
+            in_channels = int(
+                json.loads((folder / "unet" / "config.json").read_text("utf-8")).get("in_channels", 4)
+            )
+        except (OSError, json.JSONDecodeError, ValueError, AttributeError):
+            raise ModelError(
+                "model_corrupt",
+                "The model folder has no readable unet/config.json; download it again.",
+            ) from None
+        if "Inpaint" in class_name or in_channels == 9:
+            variant = "inpaint"
+        elif arch == "sdxl" and "turbo" in folder.name.lower():
+            variant = "turbo"
+        else:
+            variant = "base"
     pickles = sorted(p for p in folder.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
     if pickles:
         raise ModelError(

@@ -213,3 +213,62 @@ def make_scheduler(sampler: Sampler, base_config: Any) -> Any:
             if options.pop(option, False):
                 cls = _rescheduled(cls, option)
     return cls.from_config(config, **options)
+
+
+# -- the transformer (flow-matching) families ------------------------------------------------
+# Their schedulers predict a velocity, not noise: AUTOMATIC1111's names map to diffusers' flow
+# schedulers (Forge and ComfyUI do the same with their "Simple" schedule). Each is built from the
+# model's own FlowMatchEulerDiscreteScheduler config, so the model's shift and dynamic shifting
+# carry over (``flow_shift`` for the multistep solvers).
+# - "Euler a": FlowMatchEulerDiscreteScheduler's stochastic_sampling, which at every step
+#   predicts the clean picture and re-noises it to the next sigma with fresh noise: the
+#   ancestral Euler step of rectified flow (ComfyUI's euler_ancestral_RF at eta 1).
+# - "DPM++ 2M" / "UniPC": the multistep solvers on flow sigmas (``use_flow_sigmas``,
+#   ``prediction_type="flow_prediction"``), as diffusers' Wan and SANA pipelines use them.
+_FLOW_OPTIONS = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
+FLOW_SAMPLERS: dict[str, Sampler] = {
+    s.name: s
+    for s in [
+        Sampler("Euler", "FlowMatchEulerDiscreteScheduler"),
+        Sampler("Euler a", "FlowMatchEulerDiscreteScheduler", {"stochastic_sampling": True}),
+        Sampler("Heun", "FlowMatchHeunDiscreteScheduler"),
+        Sampler(
+            "DPM++ 2M",
+            "DPMSolverMultistepScheduler",
+            {**_FLOW_OPTIONS, "algorithm_type": "dpmsolver++", "solver_order": 2},
+        ),
+        Sampler("UniPC", "UniPCMultistepScheduler", {**_FLOW_OPTIONS}),
+    ]
+}
+
+
+def find_flow_sampler(name: str | None, allowed: list[str] | tuple[str, ...]) -> Sampler:
+    """The flow sampler called ``name`` (any case; ``None``: the first allowed). A name that is
+    not one of ``allowed`` (the model family's list, core/families.py) is one sentence."""
+    if name is None:
+        return FLOW_SAMPLERS[allowed[0]]
+    wanted = str(name).strip().lower()
+    for known in allowed:
+        if known.lower() == wanted:
+            return FLOW_SAMPLERS[known]
+    raise InputError(
+        "sampler_not_for_model",
+        "This model cannot use that sampler; choose one of: {names}.",
+        names=", ".join(allowed),
+    )
+
+
+def make_flow_scheduler(sampler: Sampler, base_config: Any) -> Any:
+    """A fresh flow scheduler for one job, from the model's own scheduler config."""
+    import inspect
+
+    import diffusers
+
+    cls = getattr(diffusers, sampler.scheduler)
+    config = dict(base_config)
+    options = dict(sampler.options)
+    if options.get("use_flow_sigmas"):
+        options["flow_shift"] = float(config.get("shift", 1.0))
+    accepted = inspect.signature(cls.__init__).parameters
+    config = {k: v for k, v in config.items() if k in accepted or k.startswith("_")}
+    return cls.from_config(config, **options)
