@@ -288,8 +288,14 @@ class JobQueue:
         kind: str | None = None,
     ) -> Job:
         """Check the request (InputError at once) and put it in line. ``kind`` is what the job
-        does once ``prepare`` has supplied its pictures (default: what ``request`` does)."""
-        self.engines[0].validate(request)
+        does once ``prepare`` has supplied its pictures (default: what ``request`` does).
+
+        A request with ``prepare`` waits without its pictures (a ControlNet unit without its
+        picture is no request the engine can run), so it is not checked here: its caller
+        checked it with the pictures in (webui.run), and Engine.generate checks it again once
+        ``prepare`` has put them back."""
+        if prepare is None:
+            self.engines[0].validate(request)
         job = Job(self, request, str(owner), prepare, on_end, kind)
         with self._cv:
             if self._closing:
