@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.control import ControlUnit, IPAdapterUnit
+from core.control_files import image_encoder_fits
 from core.engine import GenerationRequest
 from core.errors import InputError
 
@@ -140,38 +141,19 @@ def _detail(item: Any, *keys: str) -> Any:
 
 
 def _adapter_variant(item: Any) -> str:
-    variant = _detail(item, "variant")
-    if isinstance(variant, str):
-        return variant
-    name = _name(item)
-    if "face" in name:
-        return "plus-face"
-    return "plus" if "plus" in name else "plain"
+    variant = _detail(item, "variant")  # core/control_files.py reads it from the header
+    return variant if isinstance(variant, str) else "plain"
 
 
-def _encoder_width(item: Any) -> int | None:
-    """The CLIP image encoder width an IP-Adapter needs (1280 ViT-H, 1664 ViT-bigG), if told."""
-    width = _detail(item, "encoder_width", "image_encoder_width", "clip_width")
-    if isinstance(width, int):
-        return width
-    encoder = _detail(item, "image_encoder", "encoder")
-    if isinstance(encoder, str):
-        return {"vit-h": 1280, "vit-bigg": 1664, "vit-g": 1664}.get(encoder.lower())
-    return None
-
-
-def _vision_width(item: Any) -> int | None:
-    width = _detail(item, "width", "hidden_size")
-    return width if isinstance(width, int) else None
+# Plus-Face first; then the other adapters, which hold a face less well but hold it.
+ADAPTER_ORDER = {"plus-face": 0, "full-face": 1, "plus": 2, "plain": 3}
 
 
 def face_adapter(info: Any, library: Any) -> Any | None:
-    """The IP-Adapter of the checkpoint's architecture a portrait uses: Plus-Face first, then
-    Plus, then plain (they keep a face less well, but they keep it), each only with a CLIP
-    image encoder it fits."""
+    """The IP-Adapter of the checkpoint's architecture a portrait uses (Plus-Face first, see
+    :data:`ADAPTER_ORDER`), only one with a CLIP image encoder it fits."""
     adapters = [item for item in library.items("ipadapter") if item.arch == info.arch]
-    order = {"plus-face": 0, "plus": 1, "plain": 2}
-    adapters.sort(key=lambda item: (order.get(_adapter_variant(item), 3), _name(item)))
+    adapters.sort(key=lambda item: (ADAPTER_ORDER.get(_adapter_variant(item), 9), _name(item)))
     for item in adapters:
         if image_encoder(item, library) is not None:
             return item
@@ -179,13 +161,9 @@ def face_adapter(info: Any, library: Any) -> Any | None:
 
 
 def image_encoder(adapter: Any, library: Any) -> Any | None:
-    """A CLIP image encoder of the library that fits ``adapter`` (any, when widths are unknown)."""
-    need = _encoder_width(adapter)
-    for item in library.items("clip_vision"):
-        width = _vision_width(item)
-        if need is None or width is None or width == need:
-            return item
-    return None
+    """A CLIP image encoder of the library that gives what ``adapter`` reads (its width)."""
+    return next((item for item in library.items("clip_vision")
+                 if image_encoder_fits(adapter, item)), None)
 
 
 def pose_controlnet(info: Any, library: Any) -> tuple[Any, str | None] | None:
