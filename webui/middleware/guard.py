@@ -241,7 +241,7 @@ class AccessGuard:
             await RedirectResponse(target, status_code=303)(scope, receive, send)
             return
         basic = headers.get("authorization", "").strip().lower().startswith("basic ")
-        asks = basic or scope.get("path", "").startswith("/sdapi/")
+        asks = basic or scope.get("path", "").startswith(("/sdapi/", "/controlnet/"))
         await _deny(scope, receive, send, 401, "Log in first.",
                     {"www-authenticate": BASIC_REALM} if asks else None)
 
