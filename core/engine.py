@@ -257,6 +257,21 @@ class Engine:
             log.info("model loaded (%s, %s, %s)", info.arch, self.device, self.plan.memory_mode)
             return info
 
+    def plan_for(self, info: ModelInfo) -> planner.Plan:
+        """The memory plan ``info`` gets on this engine's device (the loaded model's own plan;
+        for another model, counting what the loaded one would give back when it is switched)."""
+        if self._model == info and isinstance(self.plan, planner.Plan):
+            return self.plan
+        held_vram = held_ram = 0
+        if isinstance(self.plan, planner.Plan) and self._model is not None:
+            if self.device.startswith("cuda"):
+                held_vram = torch.cuda.memory_allocated(torch.device(self.device))
+            if self.plan.placement != "full":
+                held_ram = self.plan.peak_ram
+        return planner.plan_here(
+            info, self.device, self.dtype, self.memory_mode, held_vram=held_vram, held_ram=held_ram
+        )
+
     def unload(self) -> None:
         with self._lock:
             self._pipes.clear()
@@ -652,6 +667,10 @@ class Engine:
             # generate ends, however it ends (core/networks.py).
             assert self._networks is not None
             used = job.enter_context(self._networks.applied(self._pipes, request))
+            # ControlNet / IP-Adapter units (core/control.py): the job's own pipeline, taken
+            # apart again when generate ends, however it ends.
+            units = job.enter_context(control.applied(self, request, info, pipe))
+            pipe = units.pipe
             sampler = find_sampler(request.sampler or spec.default_sampler)
             pipe.scheduler = make_scheduler(sampler, self._scheduler_config)
 
@@ -692,6 +711,7 @@ class Engine:
             }
             strength = denoising_strength(steps, float(request.strength))
             kwargs.update(self._mode_inputs(request, info, width, height, strength))
+            kwargs.update(units.kwargs)
             if mode == "img2img" and info.variant != "inpaint":
                 # img2img pipelines take their size from the (already resized) image.
                 del kwargs["width"], kwargs["height"]
@@ -723,6 +743,7 @@ class Engine:
                 extras["hires"] = _hires_parameters(request, steps)
                 extras["first_pass_size"] = self._size(request, info)
             extras.update(used.extras())  # LoRAs/embeddings run without, both passes
+            extras.update(units.extras)  # ControlNet / IP-Adapter settings, face found yes/no
             return GenerationResult(
                 images=images,
                 extras=extras,

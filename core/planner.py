@@ -556,18 +556,28 @@ def _tight(
     return placement != "full"
 
 
-def plan_here(info: ModelInfo, device: str, dtype: torch.dtype, memory_mode: str = "auto") -> Plan:
-    """The plan for ``info`` with the free memory this machine has now."""
+def plan_here(
+    info: ModelInfo,
+    device: str,
+    dtype: torch.dtype,
+    memory_mode: str = "auto",
+    *,
+    held_vram: int = 0,
+    held_ram: int = 0,
+) -> Plan:
+    """The plan for ``info`` with the free memory this machine has now (plus ``held_*``: what
+    a loaded model gives back when it is switched for this one)."""
     from core.devices import free_memory_bytes
     from core.pipelines import require_present
 
     require_present(info)
+    free_vram, free_ram = free_memory_bytes(device), free_ram_bytes()
     return plan_model(
         info,
         device,
         dtype,
-        free_vram=free_memory_bytes(device),
-        free_ram=free_ram_bytes(),
+        free_vram=None if free_vram is None else free_vram + held_vram,
+        free_ram=None if free_ram is None else free_ram + held_ram,
         force=memory_mode,
     )
 
