@@ -57,6 +57,23 @@ from core.control_files import (
     ipadapter_detail,
 )
 from core.errors import InputError, ModelError
+from core.family_detect import (
+    EMBEDDED_TEXT,
+    EMBEDDED_VAE,
+    Part,
+    Transformer,
+    detect_text_encoder,
+    detect_transformer,
+    is_scaled_fp8,
+    missing_sentence,
+    pair,
+    read_gguf_header,
+    text_encoder_detail,
+    transformer_prefix,
+    vae_latent,
+    wan_vae_prefix,
+)
+from core.family_detect import SCALED_FP8_REASON as _SCALED_FP8_REASON
 from core.registry import (
     PICKLE_SUFFIXES,
     detect_checkpoint,
@@ -66,7 +83,18 @@ from core.registry import (
 
 log = logging.getLogger("obscura.core")
 
-KINDS = ("checkpoint", "lora", "embedding", "vae", "upscaler", "controlnet", "ipadapter", "clip_vision")
+KINDS = (
+    "checkpoint",
+    "lora",
+    "embedding",
+    "vae",
+    "upscaler",
+    "controlnet",
+    "ipadapter",
+    "clip_vision",
+    "diffusion_model",
+    "text_encoder",
+)
 KIND_TITLES = {
     "checkpoint": "checkpoint",
     "lora": "LoRA",
@@ -76,6 +104,8 @@ KIND_TITLES = {
     "controlnet": "ControlNet",
     "ipadapter": "IP-Adapter",
     "clip_vision": "CLIP vision encoder",
+    "diffusion_model": "diffusion model",
+    "text_encoder": "text encoder",
 }
 
 # Folder name (lower case) -> the kind of file it holds: A1111/Forge and ComfyUI names.
@@ -97,7 +127,13 @@ KIND_FOLDERS: dict[str, str] = {
     "controlnet": "controlnet",  # A1111 / Forge "ControlNet" (also their IP-Adapters), ComfyUI
     "ipadapter": "ipadapter",  # ComfyUI (ComfyUI_IPAdapter_plus), Forge, Obscura
     "clip_vision": "clip_vision",  # ComfyUI, Obscura
+    "diffusion_models": "diffusion_model",  # ComfyUI (transformer-only files, GGUF)
+    "unet": "diffusion_model",  # ComfyUI (older name), Forge
+    "text_encoders": "text_encoder",  # ComfyUI
+    "clip": "text_encoder",  # ComfyUI (older name)
+    "text_encoder": "text_encoder",  # Forge
 }
+GGUF_SUFFIXES = {".gguf"}
 SAFETENSORS_SUFFIXES = {".safetensors", ".sft"}  # ".sft": ComfyUI's short spelling
 
 MAX_DEPTH = 6  # sub-folder levels searched below a kind folder
@@ -350,12 +386,19 @@ def detect_kind(header: dict[str, Any], hint: str | None = None) -> str | None:
     decides when the tensor names fit no pattern of their own."""
     keys = _tensor_keys(header)
     if any(k.startswith("model.diffusion_model.") for k in keys):
-        return "checkpoint"
+        # a transformer family (FLUX, SD 3.5, ...): its parts are paired after the scan
+        return "diffusion_model" if transformer_prefix(set(keys)) is not None else "checkpoint"
     control = control_kind(keys)
     if control is not None:
         return control
     if _is_lora(keys):
         return "lora"
+    if transformer_prefix(set(keys)) is not None:
+        return "diffusion_model"
+    if _is_text_encoder(header):
+        return "text_encoder"
+    if wan_vae_prefix(keys) is not None:
+        return "vae"
     if "emb_params" in keys or any(k.startswith("string_to_param") for k in keys):
         return "embedding"
     if "clip_l" in keys and "clip_g" in keys:
@@ -371,6 +414,13 @@ def detect_kind(header: dict[str, Any], hint: str | None = None) -> str | None:
     if hint == "upscaler" and spandrel_family(header) is not None:
         return "upscaler"
     return None
+
+
+def _is_text_encoder(header: dict[str, Any]) -> bool:
+    try:
+        return detect_text_encoder(header) is not None
+    except ModelError:
+        return True  # a text encoder, refused with its reason when described
 
 
 # -- architecture and details per kind ------------------------------------------------------
@@ -470,17 +520,63 @@ def _embedding_arch_detail(
     return _WIDTH_ARCH.get(width), {"vectors": vectors, "width": width}
 
 
-def _vae_detail(header: dict[str, Any], keys: list[str]) -> dict[str, Any]:
-    prefix = _vae_prefix(keys) or ""
-    latent = _shape(header, f"{prefix}decoder.conv_in.weight")
-    if len(latent) == 4 and latent[1] != 4:
-        raise ModelError(
-            "vae_unsupported",
-            "This VAE is for another kind of model (not 4 latent channels, as SD 1.x, 2.x and "
-            "SDXL use); see docs/models.md.",
-        )
-    layout = "diffusers" if any(k.startswith(f"{prefix}encoder.down_blocks.") for k in keys) else "ldm"
-    return {"layout": layout, "prefix": prefix}
+def _vae_detail(header: dict[str, Any], keys: list[str], name: str = "") -> dict[str, Any]:
+    """Layout and latent space of a VAE: "sd" (4 channels: SD 1.x/2.x/SDXL), "kl16" (FLUX.1's ae,
+    SD 3.5's and Z-Image's), "flux2" (32 channels) or "wan16" (Qwen-Image's 3D VAE)."""
+    wan = wan_vae_prefix(keys)
+    prefix = wan if wan is not None else (_vae_prefix(keys) or "")
+    latent = vae_latent(header, keys, prefix, name)
+    if wan is not None:
+        layout = "wan"
+    elif any(k.startswith(f"{prefix}encoder.down_blocks.") for k in keys):
+        layout = "diffusers"
+    else:
+        layout = "ldm"
+    return {"layout": layout, "prefix": prefix, **latent}
+
+
+def _vae_arch(detail: dict[str, Any]) -> str | None:
+    """None for the SD VAEs (SD 1.x, 2.x and SDXL share one shape); the first family otherwise."""
+    families = list(detail.get("families") or [])
+    if detail.get("latent") == "sd" or not families:
+        return None
+    return str(families[0])
+
+
+def _transformer_detail(header: dict[str, Any], name: str) -> tuple[str, dict[str, Any]]:
+    """(arch, detail) of a transformer file, with the parts it holds itself (all-in-one)."""
+    found = detect_transformer(header, name)
+    keys = _tensor_keys(header)
+    if is_scaled_fp8(keys):
+        raise ModelError("model_unsupported", "This model file cannot be used: " + _SCALED_FP8_REASON)
+    embedded: dict[str, dict[str, Any]] = {}
+    for label, prefix in EMBEDDED_TEXT.items():
+        try:
+            encoder = detect_text_encoder(header, label, prefix)
+        except ModelError:
+            encoder = None  # an unusable embedded encoder: a separate file may stand in
+        if encoder is not None:
+            embedded[label] = text_encoder_detail(encoder)
+    for prefix in EMBEDDED_VAE:
+        if f"{prefix}encoder.conv_in.weight" in header and f"{prefix}decoder.conv_in.weight" in header:
+            try:
+                vae = _vae_detail(header, [k for k in keys if k.startswith(prefix)], name)
+            except ModelError:
+                continue
+            vae["prefix"] = prefix
+            embedded["vae"] = vae
+            break
+    detail: dict[str, Any] = {
+        "variant": found.variant,
+        "layout": found.layout,
+        "prefix": found.prefix,
+        "latent_channels": found.latent_channels,
+        "needs": dict(found.needs),
+        "size": found.size,
+        "title": found.title,
+        "embedded": embedded,
+    }
+    return found.arch, detail
 
 
 # -- the library ----------------------------------------------------------------------------
@@ -629,6 +725,7 @@ class ModelLibrary:
                 f"The models folder holds more than {MAX_ENTRIES} files and folders; "
                 "the rest were not searched."
             )
+        self._pair_transformers()
         self._items = self._found
         self.refused = self._refused
         self.notes = notes
@@ -729,7 +826,7 @@ class ModelLibrary:
             self._refuse(hint or "checkpoint", name, PICKLE_REASON, path)
             log.info("model refused: pickle_refused")
             return
-        if suffix not in SAFETENSORS_SUFFIXES:
+        if suffix not in SAFETENSORS_SUFFIXES and suffix not in GGUF_SUFFIXES:
             return  # previews, notes, .yaml configs, civitai.info: not model files
         try:
             stat = path.stat()
@@ -750,6 +847,8 @@ class ModelLibrary:
 
     def _read(self, path: Path, hint: str | None, name: str, root: Path) -> tuple[str, Any]:
         """("item", LibraryItem) or ("refused", (kind, code, sentence)) from the file's header."""
+        if path.suffix.lower() in GGUF_SUFFIXES:
+            return self._read_gguf(path, hint, name, root)
         kind: str | None = None
         try:
             header = read_safetensors_header(path)
@@ -783,6 +882,110 @@ class ModelLibrary:
             )
         return "item", item
 
+    def _read_gguf(self, path: Path, hint: str | None, name: str, root: Path) -> tuple[str, Any]:
+        """A GGUF transformer (city96's layout: the original tensor names): its tensor table
+        only. GGUF text encoders are refused (the pipelines load text encoders from safetensors)."""
+        if hint == "text_encoder":
+            return "refused", (
+                "text_encoder",
+                "text_encoder_unsupported",
+                "GGUF text encoders are not supported; use the .safetensors version of this text "
+                "encoder (see docs/models.md).",
+            )
+        try:
+            header, architecture = read_gguf_header(path)
+            arch, detail = _transformer_detail(header, name)
+        except ModelError as err:
+            return "refused", (hint or "diffusion_model", err.code, err.message)
+        except OSError:
+            return "refused", (
+                hint or "diffusion_model",
+                "model_unreadable",
+                "The model file could not be read (check its permissions).",
+            )
+        detail["format"] = "gguf"
+        detail["gguf_architecture"] = architecture
+        detail["quantization"] = sorted({str(v.get("dtype", "")) for v in header.values()})
+        detail.update(_where(path, root))
+        return "item", LibraryItem("diffusion_model", name, path, arch, detail)
+
+    # pairing ------------------------------------------------------------------------------
+    def _part_folders(self) -> tuple[str, str]:
+        """Where the owner puts text encoders and VAEs, in the folder names their layout uses."""
+        if self._is_a1111_layout():
+            return "text_encoder/", "VAE/"
+        return "text_encoders/", "vae/"
+
+    def _pair_transformers(self) -> None:
+        """Each transformer file becomes a checkpoint when the library has its parts (see
+        core/family_detect.py for the rule), or a refused checkpoint naming what is missing."""
+        encoders = [Part(i.name, i.path, i.detail) for i in self._found["text_encoder"]]
+        vaes = [Part(i.name, i.path, i.detail) for i in self._found["vae"]]
+        text_folder, vae_folder = self._part_folders()
+        for item in list(self._found["diffusion_model"]):
+            detail = item.detail
+            arch = item.arch or ""
+            transformer = Transformer(
+                arch,
+                str(detail.get("variant", "")),
+                str(detail.get("layout", "")),
+                str(detail.get("prefix", "")),
+                int(detail.get("latent_channels", 0)),
+                dict(detail.get("needs") or {}),
+                str(detail.get("size", "")),
+            )
+            embedded = self._embedded_parts(item, transformer)
+            chosen, missing = pair(transformer, item.name, encoders, vaes, embedded)
+            if missing:
+                self._refuse(
+                    "checkpoint",
+                    item.name,
+                    missing_sentence(transformer, missing, text_folder, vae_folder),
+                    item.path,
+                )
+                log.info("model refused: model_parts_missing")
+                continue
+            own = all(part.path == item.path for part in chosen.values())
+            fmt = "gguf" if detail.get("format") == "gguf" else ("single-file" if own else "parts")
+            parts = (("transformer", str(item.path)),) + tuple(
+                (component, str(chosen[component].path)) for component in sorted(chosen)
+            )
+            checkpoint = {
+                "variant": transformer.variant,
+                "format": fmt,
+                "is_demo": False,
+                "parts": parts,
+                "part_names": {c: p.name for c, p in chosen.items()},
+                "part_prefixes": {
+                    c: str(p.detail.get("prefix", "")) for c, p in chosen.items() if p.path == item.path
+                },
+                "transformer_layout": transformer.layout,
+                "transformer_prefix": transformer.prefix,
+                "title": transformer.title,
+                "file_name": detail.get("file_name", item.path.name),
+                "relative": detail.get("relative", item.path.name),
+            }
+            self._add(LibraryItem("checkpoint", item.name, item.path, arch, checkpoint))
+
+    @staticmethod
+    def _embedded_parts(item: LibraryItem, transformer: Transformer) -> dict[str, Part]:
+        """The parts an all-in-one checkpoint holds itself, by component."""
+        embedded = dict(item.detail.get("embedded") or {})
+        out: dict[str, Part] = {}
+        own = {k: Part(item.name, item.path, v) for k, v in embedded.items()}
+        if transformer.arch == "sd3":
+            mapping = {"clip_l": "text_encoder", "clip_g": "text_encoder_2", "t5xxl": "text_encoder_3"}
+        elif transformer.arch == "flux1":
+            mapping = {"clip_l": "text_encoder", "t5xxl": "text_encoder_2"}
+        else:
+            mapping = {}
+        for label, component in mapping.items():
+            if label in own:
+                out[component] = own[label]
+        if "vae" in own:
+            out["vae"] = own["vae"]
+        return out
+
     @staticmethod
     def _item_name(path: Path) -> str:
         # diffusers' single-component folders (vae/sdxl-vae/diffusion_pytorch_model.safetensors)
@@ -803,8 +1006,20 @@ class ModelLibrary:
         elif kind == "embedding":
             arch, detail = _embedding_arch_detail(header, keys)
         elif kind == "vae":
-            detail = _vae_detail(header, keys)
-            arch = None  # SD 1.x, 2.x and SDXL VAEs share one shape
+            detail = _vae_detail(header, keys, name)
+            arch = _vae_arch(detail)  # None: SD 1.x, 2.x and SDXL VAEs share one shape
+        elif kind == "diffusion_model":
+            arch, detail = _transformer_detail(header, name)
+        elif kind == "text_encoder":
+            encoder = detect_text_encoder(header, name)
+            if encoder is None:
+                raise ModelError(
+                    "not_a_model_file",
+                    "This file is not a text encoder Obscura recognises (CLIP-L/G, T5-XXL, Qwen3, "
+                    "Qwen2.5-VL); see docs/models.md.",
+                )
+            detail = text_encoder_detail(encoder)
+            arch = None
         elif kind == "controlnet":
             arch, detail = controlnet_detail(header)
         elif kind == "ipadapter":

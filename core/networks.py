@@ -270,10 +270,13 @@ def _wrong_arch(kind: str, name: str, arch: str | None, model_arch: str) -> Inpu
 
 
 def _family(arch: str | None) -> str | None:
-    """SD 1.x and 2.x share one VAE shape and latent scale; SDXL has its own."""
+    """SD 1.x and 2.x share one VAE shape and latent scale; SDXL has its own; each transformer
+    family (sd3, flux1, ...: core/library.py tags their VAEs) its own."""
     if arch is None:
         return None
-    return "sdxl" if arch == "sdxl" else "sd"
+    if arch in ("sd1", "sd2"):
+        return "sd"
+    return arch
 
 
 def vae_arch(item: Any) -> str | None:

@@ -245,14 +245,19 @@ def detect_checkpoint(header: dict[str, Any], name: str) -> tuple[str, str]:
 
 def detect_diffusers_folder(folder: Path) -> tuple[str, str]:
     try:
-        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        index: Any = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
         class_name = str(index.get("_class_name", ""))
     except (OSError, json.JSONDecodeError, AttributeError):
         raise ModelError(
             "model_corrupt",
             "The model folder's model_index.json is unreadable; download the model again.",
         ) from None
-    if class_name.startswith("StableDiffusionXL"):
+    from core.family_detect import FAMILY_LIST, FLOW_PIPELINES, diffusers_family
+
+    flow = class_name in FLOW_PIPELINES
+    if flow:
+        arch, variant = diffusers_family(folder, class_name, index if isinstance(index, dict) else {})
+    elif class_name.startswith("StableDiffusionXL"):
         arch = "sdxl"
     elif class_name.startswith("StableDiffusion") and not class_name.startswith("StableDiffusion3"):
         try:
@@ -266,24 +271,26 @@ def detect_diffusers_folder(folder: Path) -> tuple[str, str]:
     else:
         raise ModelError(
             "unknown_arch",
-            "This model's pipeline type is not supported (only Stable Diffusion 1.x, 2.x and SDXL); "
+            "This model's pipeline type is not supported (only " + FAMILY_LIST + "); "
             "see docs/models.md.",
         )
-    in_channels = 4
-    try:
-        in_channels = int(
-            json.loads((folder / "unet" / "config.json").read_text("utf-8")).get("in_channels", 4)
-        )
-    except (OSError, json.JSONDecodeError, ValueError):
-        raise ModelError(
-            "model_corrupt", "The model folder has no readable unet/config.json; download it again."
-        ) from None
-    if "Inpaint" in class_name or in_channels == 9:
-        variant = "inpaint"
-    elif arch == "sdxl" and "turbo" in folder.name.lower():
-        variant = "turbo"
-    else:
-        variant = "base"
+    if not flow:
+        in_channels = 4
+        try:
+            in_channels = int(
+                json.loads((folder / "unet" / "config.json").read_text("utf-8")).get("in_channels", 4)
+            )
+        except (OSError, json.JSONDecodeError, ValueError, AttributeError):
+            raise ModelError(
+                "model_corrupt",
+                "The model folder has no readable unet/config.json; download it again.",
+            ) from None
+        if "Inpaint" in class_name or in_channels == 9:
+            variant = "inpaint"
+        elif arch == "sdxl" and "turbo" in folder.name.lower():
+            variant = "turbo"
+        else:
+            variant = "base"
     pickles = sorted(p for p in folder.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
     if pickles:
         raise ModelError(

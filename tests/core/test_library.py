@@ -225,7 +225,7 @@ def test_the_header_decides_the_kind_and_the_folder_only_breaks_ties(tmp_path: P
 def test_refused_files_say_why(tmp_path: Path):
     lycoris(tmp_path / "Lora" / "loha.safetensors", "loha")
     lycoris(tmp_path / "Lora" / "lokr.safetensors", "lokr")
-    ldm_vae(tmp_path / "VAE" / "flux-ae.safetensors", latent_channels=16)
+    ldm_vae(tmp_path / "VAE" / "odd-ae.safetensors", latent_channels=8)  # no family has 8
     _save(tmp_path / "Lora" / "mystery.safetensors", {"a.b": torch.zeros(3, 3)})
     good = kohya_lora(tmp_path / "Lora" / "good.safetensors")
     (tmp_path / "Lora" / "cut.safetensors").write_bytes(good.read_bytes()[:-10])
@@ -234,7 +234,7 @@ def test_refused_files_say_why(tmp_path: Path):
     reasons = {r.name: r.reason for r in lib.refused}
     assert "LoHa/LoKr LyCORIS files cannot be loaded by diffusers" in reasons["loha"]
     assert "LoHa/LoKr LyCORIS files cannot be loaded by diffusers" in reasons["lokr"]
-    assert "latent channels" in reasons["flux-ae"]
+    assert "latent channels" in reasons["odd-ae"]
     assert "not a LoRA file Obscura recognises" in reasons["mystery"]
     assert "truncated" in reasons["cut"]
     assert "same name" in reasons["good"]

@@ -132,10 +132,10 @@ def test_an_unreadable_model_index_is_refused(models_dir, tmp_path):
 
 
 def test_an_unknown_pipeline_type_is_refused(models_dir, tmp_path):
-    folder = tmp_path / "flux"
+    folder = tmp_path / "hunyuan"
     shutil.copytree(models_dir / "demo-tiny-sd", folder)
     index = json.loads((folder / "model_index.json").read_text())
-    index["_class_name"] = "FluxPipeline"
+    index["_class_name"] = "HunyuanDiTPipeline"  # FLUX is supported now (tests/core/test_family_detect.py)
     (folder / "model_index.json").write_text(json.dumps(index))
     registry = ModelRegistry(tmp_path)
     assert registry.models == [] and "not supported" in registry.refused[0].reason
