@@ -84,6 +84,7 @@ def _quiet_libraries() -> None:
     diffusers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def load_base_pipeline(info: ModelInfo, dtype: torch.dtype) -> Any:
@@ -182,6 +183,10 @@ def load_vae(info: ModelInfo, state: dict[str, torch.Tensor], dtype: torch.dtype
 
 
 # -- the transformer families (core/families.py) ---------------------------------------------
+PART_MISMATCH = (
+    "A text encoder or VAE file does not fit this model (other layers or sizes); use the one "
+    "its family needs (see docs/models.md)."
+)
 # The weight-holding components of a flow pipeline, as the diffusers model_index names them.
 _WEIGHTS = ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae")
 
@@ -226,6 +231,8 @@ def load_flow_pipeline(info: ModelInfo, dtype: torch.dtype) -> Any:
             )
         else:
             pipe = _load_flow_parts(cls, info, dtype)
+    except ModelError:
+        raise
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
         log.warning("model load failed: %s", type(exc).__name__)
         raise ModelError("model_load_failed", LOAD_FAILED) from exc
@@ -259,7 +266,11 @@ def _load_flow_parts(cls: Any, info: ModelInfo, dtype: torch.dtype) -> Any:
             continue
         path = parts.get(name) or (str(info.path) if info.format == "single-file" else None)
         if path is None:
-            raise ModelError("model_part_missing", LOAD_FAILED)
+            raise ModelError(
+                "model_part_missing",
+                "A part of this model (text encoder or VAE) is missing; put it in the models "
+                "folder (see docs/models.md).",
+            )
         component_cls = _component_class(cls, name)
         if name == "vae":
             components[name] = _load_vae_file(component_cls, Path(path), config, dtype)
@@ -301,12 +312,12 @@ def _load_text_encoder(cls: Any, path: Path, config_dir: Path, dtype: torch.dtyp
     tied = getattr(model, "_tied_weights_keys", None) or {}
     missing -= set(tied)
     if missing:
-        raise ModelError("model_part_mismatch", LOAD_FAILED)
+        raise ModelError("model_part_mismatch", PART_MISMATCH)
     model.load_state_dict(state, strict=False, assign=True)
     if hasattr(model, "tie_weights"):
         model.tie_weights()
     if any(p.device.type == "meta" for p in model.parameters()):
-        raise ModelError("model_part_mismatch", LOAD_FAILED)
+        raise ModelError("model_part_mismatch", PART_MISMATCH)
     return model.eval()
 
 
@@ -325,7 +336,7 @@ def _load_vae_file(cls: Any, path: Path, config: Path, dtype: torch.dtype) -> An
     state = load_file(str(path))
     result = vae.load_state_dict(state, strict=False)
     if result.missing_keys:
-        raise ModelError("model_part_mismatch", LOAD_FAILED)
+        raise ModelError("model_part_mismatch", PART_MISMATCH)
     return vae.to(dtype).eval()
 
 
