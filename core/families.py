@@ -31,7 +31,12 @@ SD_ARCHS = ("sd1", "sd2", "sdxl")
 MODES = ("txt2img", "img2img", "inpaint", "edit")
 
 # Samplers a flow family can use (names as in AUTOMATIC1111; core/samplers.py builds them).
+# Each family lists those its pipelines can run (tests/core/test_families.py runs every one):
+# DPMSolverMultistepScheduler takes no ``sigmas``, which the FLUX.1 / Z-Image / Qwen-Image
+# pipelines pass; UniPC fails on Z-Image's list of sigmas.
 FLOW_SAMPLERS = ("Euler", "Euler a", "Heun", "DPM++ 2M", "UniPC")
+_NO_DPM = ("Euler", "Euler a", "Heun", "UniPC")
+_EULER_HEUN = ("Euler", "Euler a", "Heun")
 
 # Roughly one megapixel at the usual aspect ratios, each side a multiple of 16.
 _MEGAPIXEL_RATIOS: tuple[tuple[str, int, int], ...] = (
@@ -132,6 +137,7 @@ _SD3 = Family(
 )
 _FLUX1 = Family(
     arch="flux1",
+    samplers=_NO_DPM,
     title="FLUX.1",
     pipelines={
         "txt2img": "FluxPipeline",
@@ -181,6 +187,7 @@ _FLUX2 = Family(
 )
 _ZIMAGE = Family(
     arch="zimage",
+    samplers=_EULER_HEUN,
     title="Z-Image",
     pipelines={
         "txt2img": "ZImagePipeline",
@@ -204,6 +211,7 @@ _ZIMAGE = Family(
 )
 _QWEN = Family(
     arch="qwenimage",
+    samplers=_NO_DPM,
     title="Qwen-Image",
     pipelines={
         "txt2img": "QwenImagePipeline",

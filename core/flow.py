@@ -74,21 +74,18 @@ def check_request(request: GenerationRequest, info: ModelInfo) -> Family:
     if request.hires is not None:
         raise InputError(
             "hires_flow_model",
-            "The hires fix works with {models} only for now; turn it off for this model.",
-            models=SD_ONLY,
+            f"The hires fix works with {SD_ONLY} only for now; turn it off for this model.",
         )
     if request.controlnets or request.ip_adapters:
         raise InputError(
             "control_flow_model",
-            "ControlNet and IP-Adapter units work with {models} only for now; remove them "
+            f"ControlNet and IP-Adapter units work with {SD_ONLY} only for now; remove them "
             "or choose one of those models.",
-            models=SD_ONLY,
         )
     if vae_name(request.vae) is not None:
         raise InputError(
             "vae_flow_model",
-            "Choosing a VAE works with {models} only; set the VAE to Automatic for this model.",
-            models=SD_ONLY,
+            f"Choosing a VAE works with {SD_ONLY} only; set the VAE to Automatic for this model.",
         )
     if not isinstance(request.allow_missing_networks, bool):
         raise InputError(
@@ -99,9 +96,8 @@ def check_request(request: GenerationRequest, info: ModelInfo) -> Family:
     ):
         raise InputError(
             "lora_flow_model",
-            "LoRAs work with {models} only for now; remove the <lora:...> tag or choose one "
+            f"LoRAs work with {SD_ONLY} only for now; remove the <lora:...> tag or choose one "
             "of those models.",
-            models=SD_ONLY,
         )
     references = request.references
     if not isinstance(references, list) or len(references) > MAX_REFERENCES:
@@ -150,7 +146,7 @@ def check_request(request: GenerationRequest, info: ModelInfo) -> Family:
         value = _number(value, int, "size_out_of_range", side.capitalize())
         if value % fam.size_multiple or not spec.min_size <= value <= spec.max_size:
             raise InputError(
-                "size_out_of_range_16",
+                "flow_size_out_of_range",
                 "Width and height must be multiples of {multiple} between {min} and {max} "
                 "for this model.",
                 multiple=fam.size_multiple,

@@ -258,6 +258,40 @@ def find_flow_sampler(name: str | None, allowed: list[str] | tuple[str, ...]) ->
     )
 
 
+def _scheduled_heun(base_config: dict[str, Any]) -> Any:
+    """diffusers' flow Heun with the model's own schedule.
+
+    FlowMatchHeunDiscreteScheduler takes neither the ``sigmas`` the FLUX / Z-Image / Qwen-Image
+    pipelines pass nor their dynamic shift ``mu``. This subclass takes both and has diffusers'
+    FlowMatchEulerDiscreteScheduler (built from the model's config) compute the sigmas, exactly
+    as the Euler sampler would run them; Heun's own second-order step then walks them."""
+    import diffusers
+    import torch
+
+    heun = diffusers.FlowMatchHeunDiscreteScheduler
+
+    def set_timesteps(
+        self: Any, num_inference_steps: int | None = None, device: Any = None, sigmas: Any = None,
+        mu: float | None = None, timesteps: Any = None,
+    ) -> None:
+        euler = diffusers.FlowMatchEulerDiscreteScheduler.from_config(base_config)
+        euler.set_timesteps(num_inference_steps, device, sigmas=sigmas, mu=mu, timesteps=timesteps)
+        schedule = euler.sigmas[:-1].to(dtype=torch.float32, device=device)
+        self.num_inference_steps = len(schedule)
+        steps = schedule * self.config.num_train_timesteps
+        self.timesteps = torch.cat([steps[:1], steps[1:].repeat_interleave(2)])
+        schedule = torch.cat([schedule, torch.zeros(1, device=schedule.device)])
+        self.sigmas = torch.cat(
+            [schedule[:1], schedule[1:-1].repeat_interleave(2), schedule[-1:]]
+        )
+        self.prev_derivative = None
+        self.dt = None
+        self._step_index = None
+        self._begin_index = None
+
+    return type("FlowMatchHeunScheduled", (heun,), {"set_timesteps": set_timesteps})
+
+
 def make_flow_scheduler(sampler: Sampler, base_config: Any) -> Any:
     """A fresh flow scheduler for one job, from the model's own scheduler config."""
     import inspect
@@ -265,6 +299,8 @@ def make_flow_scheduler(sampler: Sampler, base_config: Any) -> Any:
     import diffusers
 
     cls = getattr(diffusers, sampler.scheduler)
+    if cls is diffusers.FlowMatchHeunDiscreteScheduler:
+        cls = _scheduled_heun(dict(base_config))
     config = dict(base_config)
     options = dict(sampler.options)
     if options.get("use_flow_sigmas"):
