@@ -22,13 +22,22 @@ from PIL import Image
 from core.engine import MAX_BATCH, MAX_SEED, MAX_STEPS
 from core.errors import InputError
 from webui.api.endpoint import MAX_JSON_DEPTH
-from webui.api.schemas import BOUNDS, ExtrasFields, Img2ImgRequest, Txt2ImgRequest
+from webui.api.schemas import (
+    BOUNDS,
+    UNIT,
+    DetectRequest,
+    ExtrasFields,
+    Img2ImgRequest,
+    Txt2ImgRequest,
+)
 from webui.ui.common import build_request
 
 PROMPT = "a lighthouse painted by a secretive otter"
 IMG2IMG_ONLY = set(Img2ImgRequest.model_fields) - set(Txt2ImgRequest.model_fields)
 EXTRAS = " (extras)"  # how BOUNDS names an extras field whose name img2img uses too
 EXTRAS_ONLY = set(ExtrasFields.model_fields) - set(Img2ImgRequest.model_fields)
+# UNIT (" (controlnet)"): how BOUNDS names a field of a ControlNet unit (alwayson_scripts).
+DETECT_ONLY = set(DetectRequest.model_fields)  # POST /controlnet/detect
 
 
 def png_b64(image: Image.Image) -> str:
@@ -46,6 +55,9 @@ def small(**fields) -> dict:
 
 
 def post(server, endpoint: str, body=None, content: bytes | None = None) -> httpx.Response:
+    if endpoint.startswith("../../"):  # beside /sdapi/v1 (the ControlNet extension's routes)
+        with server.client() as http:
+            return http.post(f"/{endpoint.removeprefix('../../')}", json=body)
     with server.client() as http:
         if content is not None:
             return http.post(f"/sdapi/v1/{endpoint}", content=content,
@@ -114,7 +126,14 @@ CASES = [(name, value) for name, (low, high) in sorted(BOUNDS.items())
 def test_every_bounded_number_past_its_bound_is_a_422_naming_field_and_range(
         personal_server, field, value):
     name = field.removesuffix(EXTRAS)
-    if name in EXTRAS_ONLY or field.endswith(EXTRAS):
+    if field.endswith(UNIT):
+        name = f"alwayson_scripts.controlnet.args.0.{field.removesuffix(UNIT)}"
+        unit = {"module": "none", "model": "None", field.removesuffix(UNIT): value}
+        endpoint, body = "txt2img", small(alwayson_scripts={"controlnet": {"args": [unit]}})
+    elif field in DETECT_ONLY:
+        endpoint, body = "../../controlnet/detect", {"controlnet_input_images": [PHOTO],
+                                                     field: value}
+    elif name in EXTRAS_ONLY or field.endswith(EXTRAS):
         endpoint, body = "extra-single-image", {"image": PHOTO, name: value}
     elif field in IMG2IMG_ONLY:
         endpoint, body = "img2img", small(init_images=[PHOTO], **{field: value})
@@ -202,7 +221,8 @@ def test_the_depth_is_counted_outside_strings_and_exactly():
 
 
 def test_ordinary_extension_nesting_is_accepted(personal_server):
-    scripts = {"controlnet": {"args": [{"enabled": False, "image": None, "weights": [[1, 2]]}]}}
+    scripts = {"adetailer": {"args": [{"enabled": False, "image": None, "weights": [[1, 2]]}]},
+               "controlnet": {"args": [{"enabled": False, "image": None, "weights": [[1, 2]]}]}}
     response = post(personal_server, "txt2img", small(alwayson_scripts=scripts))
     assert response.status_code == 200, response.text
     assert "alwayson_scripts" in json.loads(response.json()["info"])["obscura_ignored"]
@@ -381,7 +401,9 @@ def test_docs_list_every_bound():
     table = docs[docs.index("### Bounds"):docs.index("### Errors")]
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     for name, (low, high) in BOUNDS.items():
-        if name.endswith(EXTRAS):  # a field name img2img uses too: its own row, so marked
+        if name.endswith(UNIT):  # a ControlNet unit's field: its own row, so marked
+            row = next((r for r in rows if f"`{name.removesuffix(UNIT)}`{UNIT}" in r), None)
+        elif name.endswith(EXTRAS):  # a field name img2img uses too: its own row, so marked
             row = next((r for r in rows if f"`{name.removesuffix(EXTRAS)}`{EXTRAS}" in r), None)
         else:
             shared = f"{name}{EXTRAS}" in BOUNDS  # then the extras row is the other one's
