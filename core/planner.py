@@ -21,7 +21,8 @@ half the bytes of bf16, cast back per layer), ``gguf`` (the file is GGUF: its si
 ``bnb-8bit`` / ``bnb-4bit`` (bitsandbytes, only when it imports; never chosen otherwise).
 
 Peaks (bytes; W = each component's weights in its storage, A = activations at the family's
-default size, ``ACTIVATION_GB``; all estimates, labelled so in docs/benchmarks.md):
+default size: ``ACTIVATION_GB`` at ``ACTIVATION_SIZE``, scaled by the pixels and the dtype; all
+estimates, labelled so in docs/benchmarks.md):
 
 - full: sum(W) + A
 - model offload: max(W) + A
@@ -81,6 +82,8 @@ ACTIVATION_GB = {
     "zimage": 2.2,  # 1024²
     "qwenimage": 3.5,  # 1328², 6889 image tokens
 }
+# The picture side each ACTIVATION_GB figure is for (activations scale with the pixels).
+ACTIVATION_SIZE = {"sd1": 512, "sd2": 768, "qwenimage": 1328}
 VRAM_RESERVE = int(0.6 * GB)
 RAM_RESERVE = int(1.0 * GB)
 # Bytes per parameter of the denoiser in each storage (bitsandbytes: the codes plus their scales;
@@ -324,8 +327,10 @@ def _gb(n: int | float) -> str:
     return f"{n / GB:.1f}"
 
 
-def _activations(arch: str, run_bytes: int) -> int:
-    return int(ACTIVATION_GB.get(arch, 2.6) * GB * max(run_bytes, 2) / 2)
+def _activations(arch: str, run_bytes: int, size: int) -> int:
+    """ACTIVATION_GB at the family's reference size, scaled by pixels and by the run dtype."""
+    ref = ACTIVATION_SIZE.get(arch, 1024)
+    return int(ACTIVATION_GB.get(arch, 2.6) * GB * (size / ref) ** 2 * max(run_bytes, 2) / 2)
 
 
 def _not_installed(mode: str) -> InputError:
@@ -466,8 +471,8 @@ def plan_model(
     installed = installed_backends() if installed is None else installed
     parts = model_sizes(info) if parts is None else parts
     run_bytes = torch.finfo(dtype).bits // 8
-    activations = _activations(info.arch, run_bytes)
     size = info.spec.default_size
+    activations = _activations(info.arch, run_bytes, size)
     gguf = any(p.is_denoiser and p.stored_bytes is not None for p in parts)
     base: dict[str, Any] = {
         "device": device,
@@ -493,9 +498,10 @@ def plan_model(
             placement="cpu",
             storage="gguf" if gguf else "native",
             peak_ram=ram,
-            **base,
+            **{**base, "forced": False},  # a memory mode is for a GPU: nothing to force here
         )
-        return replace(plan, sentence=_sentence(plan))
+        note = f" (memory mode {force} applies to a GPU only)" if force != "auto" else ""
+        return replace(plan, sentence=_sentence(plan)[:-1] + note + ".")
 
     if force == "auto" and info.arch in SD_ARCHS and not gguf:
         choices = [_legacy_choice(parts, free_vram, run_bytes)]

@@ -39,7 +39,9 @@ class Settings:
     allow_disk_temp: bool = False
     device: str = "auto"  # auto | cuda | cuda:N | mps | cpu
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
-    memory_mode: str = "auto"  # auto | none | model-offload | sequential-offload
+    # auto (core/planner.py chooses per model) | full | model-offload | group-offload |
+    # sequential-offload | fp8-layerwise | bnb-8bit | bnb-4bit ("none" = full, the old name)
+    memory_mode: str = "auto"
     default_model: str | None = None
     retention_days: int = 30
     max_upload_mb: int = 20

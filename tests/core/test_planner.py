@@ -10,6 +10,7 @@ again where it is done); group offload and fp8 layerwise storage really run on t
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -425,3 +426,43 @@ def test_the_engine_plans_each_model_and_refuses_before_loading(
         engine.load()
     assert caught.value.code == "model_cannot_fit_ram" and loads == []
     assert one_sentence(str(caught.value))
+
+
+# -- `obscura models` shows the plan ------------------------------------------------------------------
+def _models_cli(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from webui.cli import main
+
+    return CliRunner().invoke(main, ["models", *args], catch_exceptions=False)
+
+
+def test_obscura_models_shows_each_checkpoints_plan(models_dir: Path, tmp_path: Path) -> None:
+    folders = ("--models-dir", str(models_dir), "--data-dir", str(tmp_path))
+    out = _models_cli(*folders).output
+    assert re.search(r"plan: cpu, about \d+\.\d GB of RAM\n", out), out
+    listing = json.loads(_models_cli("--json", *folders).output)
+    plan = listing["items"]["checkpoint"][0]["plan"]
+    assert plan["fits"] and plan["mode"] == "cpu" and plan["peak_ram_bytes"] > 0
+    forced = json.loads(_models_cli("--json", "--memory-mode", "group-offload", *folders).output)
+    assert "applies to a GPU only" in forced["items"]["checkpoint"][0]["plan"]["sentence"]
+
+
+def test_obscura_models_on_a_gpu_shows_the_mode_and_a_forced_one(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A simulated 8 GB GPU: only the device look-ups are replaced (no CUDA here)."""
+    import core.devices
+
+    monkeypatch.setattr(core.devices, "resolve_device", lambda _r="auto": "cuda:0")
+    monkeypatch.setattr(core.devices, "resolve_dtype", lambda _d, _r="auto": BF16)
+    monkeypatch.setattr(core.devices, "free_memory_bytes", lambda _d: 8 * GB)
+    folders = ("--models-dir", str(models_dir), "--data-dir", str(tmp_path))
+    out = _models_cli(*folders).output
+    assert re.search(r"plan: all on the GPU, about \d+\.\d GB on the GPU\n", out), out
+    out = _models_cli("--memory-mode", "model-offload", *folders).output
+    assert re.search(r"plan: model offload, about \d+\.\d GB on the GPU \(forced\)\n", out), out
+    listing = json.loads(_models_cli("--json", "--memory-mode", "bnb-4bit", *folders).output)
+    refused = listing["items"]["checkpoint"][0]["plan"]
+    assert not refused["fits"] and refused["code"] in ("bnb_not_installed",
+                                                       "memory_mode_not_for_unet")

@@ -24,6 +24,10 @@ from webui.cli.options import (
 )
 from webui.config import Settings
 
+MEMORY_MODE_HELP = (
+    "auto, full, model-offload, group-offload, sequential-offload, fp8-layerwise, bnb-8bit or "
+    "bnb-4bit (default: auto, the planner's choice; see `obscura models`)."
+)
 FORMATS: dict[str, Literal["png", "webp", "jpeg"]] = {
     ".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg",
 }
@@ -143,7 +147,7 @@ def _read_upload(path: Path, *, mask: bool):  # -> PIL.Image.Image
 @click.option(
     "--memory-mode",
     default=None,
-    help="auto, none, model-offload or sequential-offload (default: auto).",
+    help=MEMORY_MODE_HELP,
 )
 @library_folders_option
 def generate(
@@ -362,12 +366,47 @@ def _item_facts(item) -> str:  # item: core.library.LibraryItem
     return ", ".join(f for f in facts if f)
 
 
-def _listing_json(settings: Settings, registry) -> dict:  # registry: core.registry.ModelRegistry
+def _plans(settings: Settings, registry, memory_mode: str | None) -> dict:
+    """Each checkpoint's memory plan on this machine's device (core/planner.py), by path: a
+    Plan, or the InputError that says why it cannot fit."""
+    from core.devices import resolve_device, resolve_dtype
+    from core.planner import plan_here
+
+    plans: dict = {}
+    try:
+        device = resolve_device(settings.device)
+        dtype = resolve_dtype(device, settings.dtype)
+    except InputError as err:
+        return {info.path: err for info in registry.models}
+    for info in registry.models:
+        try:
+            plans[info.path] = plan_here(info, device, dtype, memory_mode or settings.memory_mode)
+        except InputError as err:
+            plans[info.path] = err
+    return plans
+
+
+def _plan_json(plan) -> dict:  # plan: core.planner.Plan | InputError
+    if isinstance(plan, InputError):
+        return {"fits": False, "code": plan.code, "sentence": str(plan)}
+    return {"fits": True, **plan.as_json()}
+
+
+def _plan_text(plan) -> str:
+    from core.planner import describe
+
+    if isinstance(plan, InputError):
+        return f"plan: does not fit: {plan}"
+    return f"plan: {describe(plan)}"
+
+
+def _listing_json(settings: Settings, registry, plans: dict | None = None) -> dict:
     from core.library import KINDS
 
     library = registry.library
     folders = [settings.models_path]
     labels = {info.path: info.label for info in registry.models}
+    plans = plans or {}
     return {
         "models_dir": str(settings.models_path),
         "embeddings_dirs": [str(p) for p in library.embedding_dirs()],
@@ -379,6 +418,7 @@ def _listing_json(settings: Settings, registry) -> dict:  # registry: core.regis
                     "arch": item.arch,
                     "path": _shown_path(item.path, folders),
                     **({"label": labels[item.path]} if item.path in labels else {}),
+                    **({"plan": _plan_json(plans[item.path])} if item.path in plans else {}),
                     "detail": item.detail,
                 }
                 for item in library.items(kind)
@@ -401,18 +441,26 @@ def _listing_json(settings: Settings, registry) -> dict:  # registry: core.regis
 @click.group("models", invoke_without_command=True)
 @click.option("--samplers", "show_samplers", is_flag=True, help="List the sampler names instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
+@click.option(
+    "--memory-mode",
+    default=None,
+    help="Show each checkpoint's plan with this memory mode forced: " + MEMORY_MODE_HELP,
+)
 @library_folders_option
 @click.pass_context
 def models(
     ctx: click.Context,
     show_samplers: bool,
     as_json: bool,
+    memory_mode: str | None,
     data_dir: Path | None,
     models_dir: Path | None,
     embeddings_dir: Path | None,
 ) -> None:
     """List every model file: checkpoints, LoRAs, embeddings, VAEs, upscalers, ControlNets,
-    IP-Adapters and CLIP vision encoders, and every file refused with the reason.
+    IP-Adapters and CLIP vision encoders, and every file refused with the reason. Each
+    checkpoint shows its memory plan on this machine's device (the mode and expected peak;
+    `--json` has the numbers).
 
     The models folder may be Obscura's own, or an AUTOMATIC1111/Forge or ComfyUI models/
     folder (only read, never written to). `obscura models convert FILE` turns a pickle
@@ -434,8 +482,9 @@ def models(
     settings = _settings(data_dir, models_dir, embeddings_dir)
     registry = ModelRegistry(settings.models_path, settings.embeddings_dir)
     library = registry.library
+    plans = _plans(settings, registry, memory_mode)
     if as_json:
-        click.echo(json.dumps(_listing_json(settings, registry), indent=2, default=str))
+        click.echo(json.dumps(_listing_json(settings, registry, plans), indent=2, default=str))
         return
     folders = [settings.models_path]
     click.echo(f"Models folder: {settings.models_path}  ({library.layout()} layout)")
@@ -454,6 +503,8 @@ def models(
             if item.path in labels:
                 info = labels[item.path]
                 click.echo(f"  {info.label}  [{info.format}]  {where}")
+                if info.path in plans:
+                    click.echo(f"      {_plan_text(plans[info.path])}")
             else:
                 click.echo(f"  {item.name}  ({_item_facts(item)})  {where}")
     if library.refused:
