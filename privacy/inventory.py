@@ -8,6 +8,11 @@ not declared here is a finding.
 Paths in ``files`` are relative to the data directory, ``/``-separated; ``*`` matches one path
 segment (no ``/``), ``**`` matches any number of segments, and a pattern ending in ``/`` matches
 folders only.
+
+Biometric data (GDPR Art. 9, PIPL Art. 28): a store or flow that holds a face photo used for
+its likeness, or anything computed from a face (a crop, a detector's box, an image embedding),
+is marked ``biometric``. Such data is either encrypted on disk under a key held only in memory
+(the spool) or in memory only, for one job; docs/privacy.md, *Biometric data*, explains it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,15 @@ class Store:
     medium: Medium
     files: tuple[str, ...] = ()  # patterns under the data dir that belong to this store
     encrypted_containers: tuple[str, ...] = ()  # of those, the ones that are ciphertext
+    biometric: bool = False  # holds a face photo or anything derived from a face
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One step data takes; ``biometric`` when the data is a face or derived from one."""
+
+    step: str
+    biometric: bool = False
 
 
 # table -> column -> what it holds. The audit refuses anything else in the accounts database.
@@ -115,7 +129,9 @@ STORES: tuple[Store, ...] = (
     ),
     Store(
         name="spool",
-        holds="Clean (scrubbed) uploads waiting in the queue for their job.",
+        holds="Clean (scrubbed) uploads waiting in the queue for their job: photos, masks, "
+        "ControlNet pictures and IP-Adapter reference pictures. A reference photo of a face "
+        "is biometric data; it waits here like any upload and nowhere else.",
         where="`<data-dir>/spool/<random-id>`",
         encryption="Cobblestone-256 under a random key held only in process memory; owner and "
         "id bound in the encryption context",
@@ -125,6 +141,7 @@ STORES: tuple[Store, ...] = (
         medium="disk",
         files=("spool/", "spool/.obscura-spool", "spool/[0-9a-f]*"),
         encrypted_containers=("spool/[0-9a-f]*",),
+        biometric=True,
     ),
     Store(
         name="audit log",
@@ -208,6 +225,33 @@ STORES: tuple[Store, ...] = (
         medium="memory",
     ),
     Store(
+        name="face data of a job",
+        holds="While a portrait job runs: its reference pictures decrypted from the spool, the "
+        "face detector's boxes, the face crops, the CLIP image embeddings (IP-Adapter image "
+        "tokens) made from them, and the ControlNet maps made from a photo. Biometric data.",
+        where="server process memory (and the GPU's) during the job only: local variables of "
+        "the job's code (core/control.py, core/faces.py), never a cache, a file, a log line, a "
+        "result, a picture's metadata or the gallery",
+        encryption="not applicable; never written to disk",
+        retention="until the job ends, however it ends (done, failed, cancelled): the job's "
+        "lists are emptied and a failed job's traceback frames cleared; what a caller learns "
+        "is only whether a face was found (yes/no, in the API's answer to them)",
+        readers="the server process, for that job",
+        medium="memory",
+        biometric=True,
+    ),
+    Store(
+        name="loaded ControlNets and IP-Adapters",
+        holds="ControlNet, IP-Adapter and CLIP image encoder weights read from the models "
+        "folder for recent jobs, each with the path, size and time of its file. No user data.",
+        where="server process memory (and the GPU's) only",
+        encryption="not applicable; never written to disk",
+        retention="2 ControlNets, 1 CLIP image encoder and 2 IP-Adapters, least recently used "
+        "dropped; all at restart",
+        readers="the server process",
+        medium="memory",
+    ),
+    Store(
         name="browser page",
         holds="Pictures shown in the page (data: URLs) and, in personal mode, the only copy of "
         "the results; cookies `obscura_session` (random session token; HttpOnly, "
@@ -225,8 +269,9 @@ FLOWS: tuple[str, ...] = (
     "Upload: the browser sends a photo; it lands in the RAM directory (never on disk).",
     "Scrub: the handler reads it once, deletes the cached file, checks size and pixel limits, "
     "decodes in memory, applies EXIF orientation and rebuilds a picture with no metadata.",
-    "API (/sdapi/v1): a client sends the prompt and base64 pictures (img2img, and the pictures "
-    "to upscale of extra-single-image / extra-batch-images) in a JSON body, read into "
+    "API (/sdapi/v1): a client sends the prompt and base64 pictures (img2img, ControlNet and "
+    "IP-Adapter units, and the pictures to upscale of extra-single-image / extra-batch-images) "
+    "in a JSON body, read into "
     "memory only (never a temp file; bounded in size); the pictures are decoded and scrubbed in "
     "memory, then wait and run as below; results go back as base64 PNGs in the JSON response and, "
     "with save_images, are sealed into the caller's gallery (accounts mode only).",
@@ -240,6 +285,29 @@ FLOWS: tuple[str, ...] = (
     "Keep (accounts mode): the picture is stored in the owner's gallery, sealed to the owner's "
     "public key, and swept when its retention ends.",
     "Log: the audit log records that a job started and ended, with pseudonymous ids only.",
+)
+
+# A portrait (the Portrait page, or an IP-Adapter unit with a face crop through the API): where
+# the face goes. Biometric steps are marked.
+PORTRAIT_FLOWS: tuple[Flow, ...] = (
+    Flow("Reference: a face photo (the photo itself, or an IP-Adapter unit's picture) is "
+         "uploaded, scrubbed in memory and waits in the spool, encrypted, like any upload.",
+         biometric=True),
+    Flow("Detect and crop: when the job starts, the worker decrypts it in memory; OpenCV's "
+         "Haar cascade (shipped in the opencv wheel, nothing downloaded) finds the face's box "
+         "and the face is cropped, in memory only.", biometric=True),
+    Flow("Encode: the CLIP image encoder turns the crop into image embeddings, which the "
+         "IP-Adapter adds to the model's attention, on the device, for this job only.",
+         biometric=True),
+    Flow("End: when the job ends in any way, the crops, boxes and embeddings are dropped with "
+         "the job, and the reference's spool key is forgotten and its file unlinked.",
+         biometric=True),
+    Flow("Answer: the picture goes back like any other; its parameters (only when opted in) "
+         "name the units' settings and models, and the API's answer says whether a face was "
+         "found (yes/no). No crop, box, embedding or landmark is logged, cached, put in a "
+         "picture, kept in the gallery or sent anywhere."),
+    Flow("Detect maps (POST /controlnet/detect): the pictures are scrubbed and the map made in "
+         "memory and answered; never spooled, never logged."),
 )
 
 
@@ -290,12 +358,23 @@ def render_markdown() -> str:
         "",
     ]
     out += [f"{number}. {step}" for number, step in enumerate(FLOWS, start=1)]
-    out += ["", "## Stores", "", "| Store | Medium | Where | Encryption | Retention |"]
-    out += ["|---|---|---|---|---|"]
+    out += ["", "## The path of a face (portraits)", ""]
+    out.append(
+        "A face photo used for its likeness and everything computed from it are biometric data "
+        "(GDPR Art. 9, PIPL Art. 28); docs/privacy.md, *Biometric data*, says what is kept, "
+        "where and how long."
+    )
+    out.append("")
+    out += [
+        f"{number}. {'**Biometric: yes.** ' if flow.biometric else ''}{flow.step}"
+        for number, flow in enumerate(PORTRAIT_FLOWS, start=1)
+    ]
+    out += ["", "## Stores", "", "| Store | Medium | Biometric | Where | Encryption | Retention |"]
+    out += ["|---|---|---|---|---|---|"]
     for store in STORES:
         out.append(
-            f"| {store.name} | {store.medium} | {_cell(store.where)} | "
-            f"{_cell(store.encryption)} | {_cell(store.retention)} |"
+            f"| {store.name} | {store.medium} | {'yes' if store.biometric else 'no'} | "
+            f"{_cell(store.where)} | {_cell(store.encryption)} | {_cell(store.retention)} |"
         )
     for store in STORES:
         out += ["", f"### {store.name}", ""]
@@ -303,6 +382,7 @@ def render_markdown() -> str:
             f"- **Holds:** {store.holds}",
             f"- **Where:** {store.where}",
             f"- **Medium:** {store.medium}",
+            f"- **Biometric:** {'yes' if store.biometric else 'no'}",
             f"- **Encryption:** {store.encryption}",
             f"- **Retention:** {store.retention}",
             f"- **Who can read it:** {store.readers}",
