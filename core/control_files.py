@@ -292,9 +292,14 @@ def _configs(name: str) -> Path:
 def _own_config(item: LibraryItem) -> Path | None:
     """The diffusers/transformers folder an item's file sits in, when it has its config.json."""
     folder = item.path.parent
-    if item.path.stem in {"diffusion_pytorch_model", "model"} and (folder / "config.json").is_file():
+    stem = item.path.stem.partition(".")[0]  # "diffusion_pytorch_model.fp16": diffusers' variant
+    if stem in {"diffusion_pytorch_model", "model"} and (folder / "config.json").is_file():
         return folder
     return None
+
+
+def _variant(item: LibraryItem) -> str | None:
+    return item.path.stem.partition(".")[2] or None
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -303,9 +308,14 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def _fill(model: Any, state: dict[str, torch.Tensor], what: str) -> None:
-    missing, unexpected = model.load_state_dict(state, strict=False)
+def _fill(model: Any, state: dict[str, torch.Tensor], what: str, assign: bool = False) -> None:
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=assign)
+    except RuntimeError:  # a tensor of another shape
+        missing, unexpected = ["?"], []
     missing = [k for k in missing if not k.endswith("position_ids")]
+    if assign and any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        missing.append("?")
     if missing or unexpected:
         raise ModelError(
             "control_model_mismatch",
@@ -327,10 +337,11 @@ def load_controlnet(item: LibraryItem, dtype: torch.dtype) -> Any:
     cls = ControlNetUnionModel if union else ControlNetModel
     own = _own_config(item)
     if own is not None and not union:
-        return cls.from_pretrained(str(own), torch_dtype=dtype, local_files_only=True)
-    if item.arch not in ("sd1", "sdxl") or (item.arch == "sdxl" and detail.get("size", "large") != "large"):
-        if own is not None:
-            return cls.from_pretrained(str(own), torch_dtype=dtype, local_files_only=True)
+        return cls.from_pretrained(
+            str(own), torch_dtype=dtype, variant=_variant(item), local_files_only=True
+        )
+    shipped = item.arch in ("sd1", "sdxl") and detail.get("size", "large") == "large"
+    if own is None and not shipped:
         raise ModelError(
             "controlnet_needs_config",
             "Obscura has no built-in configuration for this ControlNet; keep it in its diffusers "
@@ -345,8 +356,11 @@ def load_controlnet(item: LibraryItem, dtype: torch.dtype) -> Any:
     config = dict(cls.load_config(str(config_folder)))
     if union and detail.get("control_types"):
         config["num_control_type"] = int(detail["control_types"])
-    model = cls.from_config(config)
-    _fill(model, _load_weights(item.path), "ControlNet")
+    import torch
+
+    with torch.device("meta"):  # no second copy of the weights: the file's tensors are used
+        model = cls.from_config(config)
+    _fill(model, _load_weights(item.path), "ControlNet", assign=True)
     return model.to(dtype=dtype)
 
 
@@ -357,7 +371,7 @@ def load_clip_vision(item: LibraryItem, dtype: torch.dtype) -> Any:
     own = _own_config(item)
     if own is not None:
         return CLIPVisionModelWithProjection.from_pretrained(
-            str(own), torch_dtype=dtype, local_files_only=True
+            str(own), dtype=dtype, variant=_variant(item), local_files_only=True
         )
     name = _CLIP_CONFIGS.get(item.detail.get("width") or 0)
     if name is None:
@@ -380,7 +394,9 @@ def load_clip_vision(item: LibraryItem, dtype: torch.dtype) -> Any:
         if k.startswith(("vision_model.", "visual_projection."))
     }
     _fill(model, state, "CLIP vision")
-    return model.to(dtype=dtype).eval()
+    model.to(dtype=dtype)  # type: ignore[call-arg]  # (transformers wraps .to)
+    model.eval()
+    return model
 
 
 def ipadapter_state(item: LibraryItem) -> dict[str, dict[str, torch.Tensor]]:

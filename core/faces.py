@@ -65,7 +65,8 @@ def _cascade(name: str) -> Any:
 
     classifier = _cascades.get(name)
     if classifier is None:
-        classifier = cv2.CascadeClassifier(str(cv2.data.haarcascades) + name)
+        folder = str(cv2.data.haarcascades)  # type: ignore[attr-defined]  # (not in cv2's stubs)
+        classifier = cv2.CascadeClassifier(folder + name)
         if classifier.empty():
             raise RuntimeError(f"OpenCV's {name} is missing from the opencv-python-headless wheel")
         _cascades[name] = classifier

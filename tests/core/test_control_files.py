@@ -233,6 +233,8 @@ def tiny_library(tmp_path_factory: pytest.TempPathFactory) -> ModelLibrary:
     tiny_controlnet(root / "controlnet" / "tiny-canny", "sd1")
     tiny_controlnet(root / "controlnet" / "tiny-canny-ldm.safetensors", "sd1", fmt="ldm")
     tiny_controlnet(root / "controlnet" / "tiny-union", "sdxl", union=True)
+    tiny_controlnet(root / "controlnet" / "tiny-union-single.safetensors", "sdxl", fmt="single", union=True)
+    tiny_controlnet(root / "controlnet" / "tiny-canny-single.safetensors", "sd1", fmt="single")
     tiny_clip_vision(root / "clip_vision" / "image_encoder")
     tiny_clip_vision(root / "clip_vision" / "tiny-single.safetensors", folder=False)
     tiny_ip_adapter(root / "ipadapter" / "tiny-plain.safetensors", "plain")
@@ -242,7 +244,9 @@ def tiny_library(tmp_path_factory: pytest.TempPathFactory) -> ModelLibrary:
 
 def test_tiny_files_are_found_as_what_they_are(tiny_library: ModelLibrary):
     assert tiny_library.refused == []
-    assert {i.name for i in tiny_library.items("controlnet")} == {"tiny-canny", "tiny-canny-ldm", "tiny-union"}
+    assert {i.name for i in tiny_library.items("controlnet")} == {
+        "tiny-canny", "tiny-canny-ldm", "tiny-union", "tiny-union-single", "tiny-canny-single"
+    }
     assert _item(tiny_library, "controlnet", "tiny-union").detail["union"] is True
     assert _item(tiny_library, "ipadapter", "tiny-plus-face").detail["variant"] == "plus-face"
     encoder = _item(tiny_library, "clip_vision", "image_encoder")
@@ -274,6 +278,12 @@ def test_loaders_use_local_files_only(tiny_library: ModelLibrary, no_egress):
     with pytest.raises(ModelError) as err:  # a tiny LDM file: no shipped config of its shape
         control_files.load_controlnet(_item(tiny_library, "controlnet", "tiny-canny-ldm"), torch.float32)
     assert err.value.code == "controlnet_needs_config"
+    with pytest.raises(ModelError) as err:  # an SD 1.x-sized file with no config: none shipped
+        control_files.load_controlnet(_item(tiny_library, "controlnet", "tiny-canny-single"), torch.float32)
+    assert err.value.code == "controlnet_needs_config"
+    with pytest.raises(ModelError) as err:  # SDXL Union: the shipped (full-size) config, wrong shapes
+        control_files.load_controlnet(_item(tiny_library, "controlnet", "tiny-union-single"), torch.float32)
+    assert err.value.code == "control_model_mismatch"
     state = control_files.ipadapter_state(_item(tiny_library, "ipadapter", "tiny-plain"))
     assert set(state) == {"image_proj", "ip_adapter"}
     assert "proj.weight" in state["image_proj"] and "1.to_k_ip.weight" in state["ip_adapter"]
