@@ -188,7 +188,7 @@ def _family_of(keys: set[str], p: str) -> tuple[str, str] | None:
         if has("x_embedder.weight"):
             return "zimage", "original"
     if has("txt_norm.weight", "img_in.weight", "transformer_blocks.0.img_mod.1.weight"):
-        return "qwenimage", "original"  # one layout: ComfyUI's names are diffusers' own
+        return "qwenimage", "diffusers"  # one layout: the original and ComfyUI's names are diffusers' own
     return None
 
 

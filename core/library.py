@@ -856,6 +856,8 @@ class ModelLibrary:
             if kind is None:
                 if hint in (None, "checkpoint"):
                     detect_checkpoint(header, name)  # raises its own "no UNet found" sentence
+                if hint == "diffusion_model":
+                    detect_transformer(header, name)  # raises its "not supported" sentence
                 raise ModelError(
                     "not_a_model_file",
                     f"This file is not a {KIND_TITLES.get(hint or '', 'model')} file Obscura "

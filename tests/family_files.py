@@ -465,7 +465,7 @@ def save_family(
 def write_header_file(path: Path, shapes: dict[str, list[int]], dtype: str = "F16",
                       metadata: dict[str, str] | None = None) -> Path:
     """A safetensors file with these tensor names and shapes and zero-filled data: a real file
-    any reader accepts, as small as the shapes (use tiny shapes with the real names)."""
+    any reader accepts. The data is a hole (a sparse file), so real widths cost no disk."""
     import struct
 
     header: dict[str, Any] = {}
@@ -485,5 +485,5 @@ def write_header_file(path: Path, shapes: dict[str, list[int]], dtype: str = "F1
     with path.open("wb") as handle:
         handle.write(struct.pack("<Q", len(raw)))
         handle.write(raw)
-        handle.write(b"\0" * offset)
+        handle.truncate(8 + len(raw) + offset)
     return path

@@ -58,6 +58,8 @@ def test_models_json_has_every_kind(comfy: Path, tmp_path: Path):
         "controlnet": [],
         "ipadapter": [],
         "clip_vision": [],
+        "diffusion_model": [],
+        "text_encoder": [],
     }
     assert listing["items"]["lora"][0]["arch"] == "sd1"
     assert listing["items"]["checkpoint"][0]["label"] == "sd_xl_base_1.0 (SDXL)"

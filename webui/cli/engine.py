@@ -327,8 +327,19 @@ KIND_HEADINGS = {
     "controlnet": "ControlNets",
     "ipadapter": "IP-Adapters",
     "clip_vision": "CLIP vision encoders",
+    "diffusion_model": "Diffusion models (transformer files)",
+    "text_encoder": "Text encoders",
 }
-ARCH_SHORT = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+ARCH_SHORT = {
+    "sd1": "SD 1.x",
+    "sd2": "SD 2.x",
+    "sdxl": "SDXL",
+    "sd3": "SD 3.5",
+    "flux1": "FLUX.1",
+    "flux2": "FLUX.2",
+    "zimage": "Z-Image",
+    "qwenimage": "Qwen-Image",
+}
 
 
 def _shown_path(path: Path | None, folders: list[Path]) -> str:
@@ -353,6 +364,14 @@ def _item_facts(item) -> str:  # item: core.library.LibraryItem
     elif item.kind == "upscaler":
         scale = detail.get("scale")
         facts.append(f"{detail.get('family', '?')}" + (f" {scale}x" if scale else ""))
+    elif item.kind == "diffusion_model":
+        facts = [str(detail.get("title") or ARCH_SHORT.get(item.arch or "", "?"))]
+        facts.append(f"{detail.get('format', 'safetensors')}, {detail.get('layout', '?')} layout")
+    elif item.kind == "text_encoder":
+        facts.append(str(detail.get("role") or detail.get("family") or "?"))
+        facts.append(f"width {detail.get('width', '?')}")
+    elif item.kind == "vae" and detail.get("latent") not in (None, "sd"):
+        facts = ["for " + ", ".join(ARCH_SHORT.get(f, f) for f in detail.get("families") or [])]
     elif item.kind == "controlnet":
         facts.append(
             ("ControlNet-Union" if detail.get("union") else "ControlNet")
@@ -500,7 +519,7 @@ def models(
         click.echo(f"{KIND_HEADINGS[kind]} ({len(items)}):")
         for item in items:
             where = _shown_path(item.path, folders)
-            if item.path in labels:
+            if item.path in labels and item.kind == "checkpoint":
                 info = labels[item.path]
                 click.echo(f"  {info.label}  [{info.format}]  {where}")
                 if info.path in plans:

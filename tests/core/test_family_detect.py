@@ -1,0 +1,575 @@
+"""The transformer families are found from headers: diffusers folders, single transformer files
+(original and diffusers key names), all-in-one checkpoints, GGUF, text encoders and VAEs; a
+transformer is paired with its parts or refused with one sentence naming what is missing.
+
+Header-only files carry the real tensor names and the real widths that decide (sparse files:
+no disk); the tiny random models come from tests/family_files.py."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from family_files import save_family, save_gguf, write_header_file  # noqa: E402
+
+from core.library import ModelLibrary  # noqa: E402
+from core.registry import ModelRegistry  # noqa: E402
+
+P = "model.diffusion_model."
+
+
+# -- real key names, tiny shapes except the widths that decide ----------------------------------
+def flux1_bfl(path: Path, *, guidance: bool = True, in_ch: int = 64, prefix: str = "") -> Path:
+    shapes = {
+        "double_blocks.0.img_attn.norm.key_norm.scale": [128],
+        "double_blocks.0.img_attn.qkv.weight": [24, 8],
+        "single_blocks.0.linear1.weight": [24, 8],
+        "img_in.weight": [8, in_ch],
+        "txt_in.weight": [8, 4096],
+        "vector_in.in_layer.weight": [8, 768],
+        "time_in.in_layer.weight": [8, 256],
+        "final_layer.linear.weight": [64, 8],
+    }
+    if guidance:
+        shapes["guidance_in.in_layer.weight"] = [8, 256]
+    return write_header_file(path, {prefix + k: v for k, v in shapes.items()})
+
+
+def flux2_bfl(path: Path, *, text_width: int = 2560, guidance: bool = False) -> Path:
+    shapes = {
+        "double_stream_modulation_img.lin.weight": [48, 8],
+        "single_stream_modulation.lin.weight": [24, 8],
+        "double_blocks.0.img_attn.qkv.weight": [24, 8],
+        "img_in.weight": [8, 128],
+        "txt_in.weight": [8, 3 * text_width],
+        "final_layer.linear.weight": [128, 8],
+    }
+    if guidance:
+        shapes["guidance_in.in_layer.weight"] = [8, 256]
+    return write_header_file(path, shapes)
+
+
+def sd3_original(path: Path, layers: int = 24, prefix: str = P, extra: dict | None = None) -> Path:
+    shapes = {
+        f"joint_blocks.{i}.context_block.adaLN_modulation.1.bias": [16] for i in range(layers)
+    }
+    shapes.update({
+        "x_embedder.proj.weight": [64 * layers, 16, 2, 2],
+        "pos_embed": [1, 36864, 4],
+        "context_embedder.weight": [4, 4096],
+        "y_embedder.mlp.0.weight": [4, 2048],
+        "final_layer.linear.weight": [64, 4],
+    })
+    shapes = {prefix + k: v for k, v in shapes.items()}
+    shapes.update(extra or {})
+    return write_header_file(path, shapes)
+
+
+def zimage_original(path: Path) -> Path:
+    return write_header_file(path, {
+        "layers.0.adaLN_modulation.0.weight": [24, 8],
+        "layers.0.attention.qkv.weight": [24, 8],
+        "cap_embedder.0.weight": [2560],
+        "cap_embedder.1.weight": [8, 2560],
+        "x_embedder.weight": [8, 64],
+        "noise_refiner.0.adaLN_modulation.0.weight": [24, 8],
+        "x_pad_token": [1, 8],
+    })
+
+
+def qwen_image(path: Path) -> Path:
+    return write_header_file(path, {
+        "txt_norm.weight": [3584],
+        "img_in.weight": [8, 64],
+        "txt_in.weight": [8, 3584],
+        "transformer_blocks.0.img_mod.1.weight": [48, 8],
+        "proj_out.weight": [64, 8],
+    })
+
+
+def clip_text(path: Path, width: int, prefix: str = "") -> dict:
+    shapes = {
+        "text_model.embeddings.token_embedding.weight": [10, width],
+        "text_model.embeddings.position_embedding.weight": [77, width],
+        "text_model.encoder.layers.0.self_attn.q_proj.weight": [4, width],
+        "text_projection.weight": [width, 4],
+    }
+    shapes = {prefix + k: v for k, v in shapes.items()}
+    if path is not None:
+        write_header_file(path, shapes)
+    return shapes
+
+
+def t5(path: Path | None, width: int = 4096, vocab: int = 10, prefix: str = "", **extra: list) -> dict:
+    shapes = {
+        "shared.weight": [vocab, width],
+        "encoder.block.0.layer.0.SelfAttention.q.weight": [4, width],
+        "encoder.final_layer_norm.weight": [width],
+        **extra,
+    }
+    shapes = {prefix + k: v for k, v in shapes.items()}
+    if path is not None:
+        write_header_file(path, shapes)
+    return shapes
+
+
+def qwen3(path: Path, width: int = 2560) -> Path:
+    return write_header_file(path, {
+        "model.embed_tokens.weight": [10, width],
+        "model.layers.0.self_attn.q_proj.weight": [4, width],
+        "model.layers.0.self_attn.q_norm.weight": [128],
+        "model.norm.weight": [width],
+    })
+
+
+def qwen25vl(path: Path) -> Path:
+    return write_header_file(path, {
+        "model.embed_tokens.weight": [10, 3584],
+        "model.layers.0.self_attn.q_proj.weight": [4, 3584],
+        "model.layers.0.self_attn.q_proj.bias": [4],
+        "visual.blocks.0.attn.qkv.weight": [12, 4],
+    })
+
+
+def kl_vae(path: Path | None, channels: int = 16, prefix: str = "", bn: bool = False) -> dict:
+    shapes = {
+        "encoder.conv_in.weight": [4, 3, 3, 3],
+        "encoder.conv_out.weight": [2 * channels, 4, 3, 3],
+        "decoder.conv_in.weight": [4, channels, 3, 3],
+        "decoder.conv_out.weight": [3, 4, 3, 3],
+    }
+    if bn:
+        shapes["bn.running_mean"] = [4 * channels]
+        shapes["bn.running_var"] = [4 * channels]
+    shapes = {prefix + k: v for k, v in shapes.items()}
+    if path is not None:
+        write_header_file(path, shapes)
+    return shapes
+
+
+def wan_vae(path: Path) -> Path:
+    return write_header_file(path, {
+        "encoder.conv1.weight": [4, 3, 3, 3, 3],
+        "decoder.conv1.weight": [4, 16, 3, 3, 3],
+        "decoder.middle.0.residual.0.gamma": [4, 1, 1, 1],
+        "conv1.weight": [32, 32, 1, 1, 1],
+        "conv2.weight": [16, 16, 1, 1, 1],
+    })
+
+
+def _library(root: Path) -> ModelLibrary:
+    return ModelLibrary(root)
+
+
+def _refusal(lib: ModelLibrary, name: str, kind: str = "checkpoint") -> str:
+    reasons = {r.name: r.reason for r in lib.refused if r.kind == kind}
+    assert name in reasons, (name, [(r.kind, r.name) for r in lib.refused])
+    return reasons[name]
+
+
+def _checkpoint(lib: ModelLibrary, name: str):
+    found = {i.name: i for i in lib.items("checkpoint")}
+    assert name in found, (name, [(r.name, r.reason) for r in lib.refused])
+    return found[name]
+
+
+# -- diffusers folders ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("arch", "variant", "folder"),
+    [
+        ("sd3", "medium", "stable-diffusion-3.5-medium"),
+        ("sd3", "large", "stable-diffusion-3.5-large"),
+        ("sd3", "large-turbo", "stable-diffusion-3.5-large-turbo"),
+        ("flux1", "schnell", "FLUX.1-schnell"),
+        ("flux1", "dev", "FLUX.1-dev"),
+        ("flux1", "fill", "FLUX.1-Fill-dev"),
+        ("flux1", "kontext", "FLUX.1-Kontext-dev"),
+        ("flux2", "klein", "FLUX.2-klein-4B"),
+        ("flux2", "klein-base", "FLUX.2-klein-base-4B"),
+        ("zimage", "turbo", "Z-Image-Turbo"),
+        ("zimage", "base", "Z-Image-base"),
+        ("qwenimage", "base", "Qwen-Image"),
+    ],
+)
+def test_diffusers_folders_of_each_family(tmp_path: Path, arch: str, variant: str, folder: str):
+    save_family(tmp_path / "diffusers" / folder, arch, variant, fmt="diffusers")
+    registry = ModelRegistry(tmp_path)
+    assert [(m.name, m.arch, m.variant, m.format) for m in registry.models] == [
+        (folder, arch, variant, "diffusers")
+    ]
+    assert registry.models[0].is_flow and registry.models[0].spec.default_size == 1024
+
+
+def test_qwen_image_edit_folders_by_their_pipeline_class(tmp_path: Path):
+    for cls, name in (("QwenImageEditPipeline", "Qwen-Image-Edit"),
+                      ("QwenImageEditPlusPipeline", "Qwen-Image-Edit-2509")):
+        folder = tmp_path / name
+        save_family(folder, "qwenimage", "base", fmt="diffusers")
+        index = json.loads((folder / "model_index.json").read_text())
+        index["_class_name"] = cls
+        (folder / "model_index.json").write_text(json.dumps(index))
+    variants = {m.name: m.variant for m in ModelRegistry(tmp_path).models}
+    assert variants == {"Qwen-Image-Edit": "edit", "Qwen-Image-Edit-2509": "edit-plus"}
+
+
+def test_other_pipeline_classes_are_refused_with_the_family_list(tmp_path: Path):
+    folder = tmp_path / "hidream"
+    save_family(folder, "flux1", "schnell", fmt="diffusers")
+    index = json.loads((folder / "model_index.json").read_text())
+    index["_class_name"] = "HiDreamImagePipeline"
+    (folder / "model_index.json").write_text(json.dumps(index))
+    registry = ModelRegistry(tmp_path)
+    assert registry.models == []
+    reason = registry.refused[0].reason
+    assert "not supported" in reason and "FLUX.2 [klein]" in reason and "Qwen-Image" in reason
+
+
+def test_a_flow_folder_without_transformer_config_is_refused(tmp_path: Path):
+    folder = tmp_path / "flux"
+    save_family(folder, "flux1", "schnell", fmt="diffusers")
+    (folder / "transformer" / "config.json").unlink()
+    assert "transformer/config.json" in ModelRegistry(tmp_path).refused[0].reason
+
+
+# -- single transformer files: family and variant from real key names ---------------------------
+def test_flux1_variants_from_bfl_keys(tmp_path: Path):
+    d = tmp_path / "diffusion_models"
+    flux1_bfl(d / "flux1-schnell.safetensors", guidance=False)
+    flux1_bfl(d / "flux1-dev.safetensors")
+    flux1_bfl(d / "flux1-fill-dev.safetensors", in_ch=384)
+    flux1_bfl(d / "flux1-kontext-dev.safetensors")
+    flux1_bfl(d / "flux1-depth-dev.safetensors", in_ch=128)
+    flux1_bfl(d / "comfy-prefixed.safetensors", prefix=P, guidance=False)
+    lib = _library(tmp_path)
+    found = {i.name: (i.arch, i.detail["variant"], i.detail["layout"]) for i in lib.items("diffusion_model")}
+    assert found == {
+        "comfy-prefixed": ("flux1", "schnell", "original"),
+        "flux1-dev": ("flux1", "dev", "original"),
+        "flux1-fill-dev": ("flux1", "fill", "original"),
+        "flux1-kontext-dev": ("flux1", "kontext", "original"),
+        "flux1-schnell": ("flux1", "schnell", "original"),
+    }
+    assert "Depth/Canny" in _refusal(lib, "flux1-depth-dev", "diffusion_model")
+
+
+def test_sd3_flux2_zimage_qwen_from_original_keys(tmp_path: Path):
+    d = tmp_path / "diffusion_models"
+    sd3_original(d / "sd3.5_medium.safetensors", layers=24)
+    sd3_original(d / "sd3.5_large.safetensors", layers=38)
+    sd3_original(d / "sd3.5_large_turbo.safetensors", layers=38)
+    flux2_bfl(d / "flux-2-klein-4b.safetensors")
+    flux2_bfl(d / "flux-2-klein-base-9b.safetensors", text_width=4096)
+    zimage_original(d / "z_image_turbo_bf16.safetensors")
+    qwen_image(d / "qwen_image_fp8_e4m3fn.safetensors")
+    qwen_image(d / "qwen_image_edit_2509_fp8_e4m3fn.safetensors")
+    lib = _library(tmp_path)
+    found = {
+        i.name: (i.arch, i.detail["variant"], i.detail["title"]) for i in lib.items("diffusion_model")
+    }
+    assert found == {
+        "sd3.5_medium": ("sd3", "medium", "Stable Diffusion 3.5 Medium"),
+        "sd3.5_large": ("sd3", "large", "Stable Diffusion 3.5 Large"),
+        "sd3.5_large_turbo": ("sd3", "large-turbo", "Stable Diffusion 3.5 Large Turbo"),
+        "flux-2-klein-4b": ("flux2", "klein", "FLUX.2 [klein] 4B"),
+        "flux-2-klein-base-9b": ("flux2", "klein-base", "FLUX.2 [klein] Base 9B"),
+        "z_image_turbo_bf16": ("zimage", "turbo", "Z-Image Turbo"),
+        "qwen_image_fp8_e4m3fn": ("qwenimage", "base", "Qwen-Image"),
+        "qwen_image_edit_2509_fp8_e4m3fn": ("qwenimage", "edit-plus", "Qwen-Image Edit Plus"),
+    }
+
+
+def test_diffusers_layout_transformer_files(tmp_path: Path):
+    for arch in ("sd3", "flux1", "flux2", "zimage", "qwenimage"):
+        save_family(tmp_path / arch, arch, fmt="parts")
+        lib = _library(tmp_path / arch)
+        [item] = lib.items("diffusion_model")
+        assert (item.arch, item.detail["layout"]) == (arch, "diffusers")
+
+
+def test_chroma_is_not_taken_for_flux1(tmp_path: Path):
+    write_header_file(tmp_path / "diffusion_models" / "chroma.safetensors", {
+        "double_blocks.0.img_attn.norm.key_norm.scale": [128],
+        "distilled_guidance_layer.in_proj.bias": [8],
+        "img_in.weight": [8, 64],
+    })
+    lib = _library(tmp_path)
+    assert lib.items("diffusion_model") == []
+    assert "not supported" in _refusal(lib, "chroma", "diffusion_model")
+
+
+def test_scaled_fp8_transformer_is_refused(tmp_path: Path):
+    path = flux1_bfl(tmp_path / "diffusion_models" / "flux1-dev-fp8-scaled.safetensors")
+    header_names = {"scaled_fp8": [2], "double_blocks.0.img_attn.qkv.scale_weight": [1]}
+    from core.registry import read_safetensors_header
+
+    shapes = {k: v["shape"] for k, v in read_safetensors_header(path).items() if k != "__metadata__"}
+    write_header_file(path, {**shapes, **header_names})
+    assert "scaled" in _refusal(_library(tmp_path), "flux1-dev-fp8-scaled", "diffusion_model")
+
+
+# -- text encoders and VAEs -------------------------------------------------------------------
+def test_text_encoders_by_structure_and_width(tmp_path: Path):
+    te = tmp_path / "text_encoders"
+    clip_text(te / "clip_l.safetensors", 768)
+    clip_text(te / "clip_g.safetensors", 1280)
+    t5(te / "t5xxl_fp16.safetensors")
+    qwen3(te / "qwen_3_4b.safetensors", 2560)
+    qwen3(tmp_path / "clip" / "qwen_3_8b.safetensors", 4096)  # ComfyUI's older folder name
+    qwen25vl(te / "qwen_2.5_vl_7b_fp8_scaled_not.safetensors")
+    lib = _library(tmp_path)
+    roles = {i.name: (i.detail["family"], i.detail["role"], i.detail["width"]) for i in lib.items("text_encoder")}
+    assert roles == {
+        "clip_g": ("clip", "clip-g", 1280),
+        "clip_l": ("clip", "clip-l", 768),
+        "qwen_2.5_vl_7b_fp8_scaled_not": ("qwen25vl", "qwen2.5-vl-7b", 3584),
+        "qwen_3_4b": ("qwen3", "qwen3-4b", 2560),
+        "qwen_3_8b": ("qwen3", "qwen3-8b", 4096),
+        "t5xxl_fp16": ("t5", "t5xxl", 4096),
+    }
+
+
+def test_text_encoders_that_cannot_be_loaded_say_why(tmp_path: Path):
+    te = tmp_path / "text_encoders"
+    t5(te / "t5xxl_fp8_e4m3fn_scaled.safetensors", scaled_fp8=[2],
+       **{"encoder.block.0.layer.0.SelfAttention.q.scale_weight": [1]})
+    t5(te / "umt5_xxl_fp16.safetensors", vocab=256384)
+    write_header_file(te / "open_clip_bigG.safetensors", {
+        "token_embedding.weight": [10, 1280],
+        "transformer.resblocks.0.attn.in_proj_weight": [12, 1280],
+    })
+    (te / "t5-v1_1-xxl-encoder-Q8_0.gguf").write_bytes(b"GGUF never opened")
+    lib = _library(tmp_path)
+    assert lib.items("text_encoder") == []
+    assert "scaled" in _refusal(lib, "t5xxl_fp8_e4m3fn_scaled", "text_encoder")
+    assert "UMT5" in _refusal(lib, "umt5_xxl_fp16", "text_encoder")
+    assert "OpenCLIP" in _refusal(lib, "open_clip_bigG", "text_encoder")
+    assert "GGUF text encoders are not supported" in _refusal(lib, "t5-v1_1-xxl-encoder-Q8_0", "text_encoder")
+
+
+def test_vaes_are_tagged_with_their_latent_family(tmp_path: Path):
+    v = tmp_path / "vae"
+    kl_vae(v / "ae.safetensors", 16)
+    kl_vae(v / "sd3_vae.safetensors", 16)
+    kl_vae(v / "some16.safetensors", 16)
+    kl_vae(v / "flux2-vae.safetensors", 32, bn=True)
+    wan_vae(v / "qwen_image_vae.safetensors")
+    kl_vae(v / "sdxl_vae.safetensors", 4)
+    kl_vae(v / "odd.safetensors", 8)
+    lib = _library(tmp_path)
+    tags = {i.name: (i.arch, i.detail["latent"], i.detail["families"]) for i in lib.items("vae")}
+    assert tags == {
+        "ae": ("flux1", "kl16", ["flux1", "zimage"]),
+        "flux2-vae": ("flux2", "flux2", ["flux2"]),
+        "qwen_image_vae": ("qwenimage", "wan16", ["qwenimage"]),
+        "sd3_vae": ("sd3", "kl16", ["sd3"]),
+        "sdxl_vae": (None, "sd", ["sd1", "sd2", "sdxl"]),
+        "some16": ("flux1", "kl16", ["flux1", "zimage", "sd3"]),
+    }
+    assert "8 latent channels" in _refusal(lib, "odd", "vae")
+
+
+def test_an_sd_model_cannot_take_a_flux_vae(tmp_path: Path):
+    from core.errors import InputError
+    from core.networks import _find_vae
+    from core.registry import ModelInfo
+
+    kl_vae(tmp_path / "vae" / "ae.safetensors", 16)
+    lib = _library(tmp_path)
+    sd = ModelInfo("m", tmp_path / "m", "sd1", "base", "single-file")
+    with pytest.raises(InputError) as info:
+        _find_vae(lib, "ae", sd)
+    assert info.value.code == "vae_wrong_arch"
+
+
+# -- pairing ----------------------------------------------------------------------------------
+def test_a_transformer_without_its_parts_names_each_missing_file(tmp_path: Path):
+    flux2_bfl(tmp_path / "diffusion_models" / "flux-2-klein-4b.safetensors")
+    (tmp_path / "checkpoints").mkdir()
+    lib = _library(tmp_path)
+    assert lib.items("checkpoint") == []
+    assert _refusal(lib, "flux-2-klein-4b") == (
+        "FLUX.2 [klein] 4B needs the Qwen3-4B text encoder (qwen_3_4b.safetensors) in "
+        "text_encoders/ and the FLUX.2 VAE (flux2-vae.safetensors) in vae/ (see docs/models.md)."
+    )
+    qwen3(tmp_path / "text_encoders" / "qwen_3_8b.safetensors", 4096)  # the 9B's encoder: no fit
+    kl_vae(tmp_path / "vae" / "flux2-vae.safetensors", 32, bn=True)
+    lib = _library(tmp_path)
+    assert _refusal(lib, "flux-2-klein-4b") == (
+        "FLUX.2 [klein] 4B needs the Qwen3-4B text encoder (qwen_3_4b.safetensors) in "
+        "text_encoders/ (see docs/models.md)."
+    )
+    encoder = qwen3(tmp_path / "text_encoders" / "qwen_3_4b.safetensors", 2560)
+    registry = ModelRegistry(tmp_path)
+    [info] = registry.models
+    assert (info.arch, info.variant, info.format) == ("flux2", "klein", "parts")
+    assert dict(info.parts) == {
+        "transformer": str(tmp_path / "diffusion_models" / "flux-2-klein-4b.safetensors"),
+        "text_encoder": str(encoder),
+        "vae": str(tmp_path / "vae" / "flux2-vae.safetensors"),
+    }
+    assert info.spec.default_steps == 4 and info.label == "flux-2-klein-4b (FLUX.2 [klein])"
+
+
+def test_each_family_is_paired_in_a_comfyui_folder(tmp_path: Path):
+    d, te, v = tmp_path / "diffusion_models", tmp_path / "text_encoders", tmp_path / "vae"
+    (tmp_path / "checkpoints").mkdir()
+    sd3_original(d / "sd3.5_large.safetensors", layers=38, prefix="")
+    flux1_bfl(d / "flux1-dev.safetensors")
+    zimage_original(d / "z_image_turbo_bf16.safetensors")
+    qwen_image(d / "qwen_image_fp8_e4m3fn.safetensors")
+    clip_text(te / "clip_l.safetensors", 768)
+    clip_text(te / "clip_g.safetensors", 1280)
+    t5(te / "t5xxl_fp16.safetensors")
+    t5(te / "t5xxl_fp8_e4m3fn.safetensors")
+    qwen3(te / "qwen_3_4b.safetensors")
+    qwen25vl(te / "qwen_2.5_vl_7b.safetensors")
+    kl_vae(v / "ae.safetensors")
+    kl_vae(v / "sd3_vae.safetensors")
+    wan_vae(v / "qwen_image_vae.safetensors")
+    registry = ModelRegistry(tmp_path)
+    parts = {m.name: {c: Path(p).name for c, p in m.parts if c != "transformer"} for m in registry.models}
+    assert parts == {
+        "sd3.5_large": {"text_encoder": "clip_l.safetensors", "text_encoder_2": "clip_g.safetensors",
+                        "text_encoder_3": "t5xxl_fp16.safetensors", "vae": "sd3_vae.safetensors"},
+        "flux1-dev": {"text_encoder": "clip_l.safetensors", "text_encoder_2": "t5xxl_fp16.safetensors",
+                      "vae": "ae.safetensors"},
+        "z_image_turbo_bf16": {"text_encoder": "qwen_3_4b.safetensors", "vae": "ae.safetensors"},
+        "qwen_image_fp8_e4m3fn": {"text_encoder": "qwen_2.5_vl_7b.safetensors",
+                                  "vae": "qwen_image_vae.safetensors"},
+    }
+    assert {m.format for m in registry.models} == {"parts"}
+
+
+def test_of_several_fitting_parts_the_one_sharing_the_most_words_is_chosen(tmp_path: Path):
+    flux1_bfl(tmp_path / "diffusion_models" / "flux1-dev-fp8.safetensors")
+    clip_text(tmp_path / "text_encoders" / "clip_l.safetensors", 768)
+    t5(tmp_path / "text_encoders" / "t5xxl_fp16.safetensors")
+    t5(tmp_path / "text_encoders" / "t5xxl_fp8_e4m3fn.safetensors")
+    kl_vae(tmp_path / "vae" / "ae.safetensors")
+    kl_vae(tmp_path / "vae" / "sd3_vae.safetensors")  # names another family: not FLUX's first pick
+    [info] = ModelRegistry(tmp_path).models
+    assert info.part("text_encoder_2").name == "t5xxl_fp8_e4m3fn.safetensors"
+    assert info.part("vae").name == "ae.safetensors"
+
+
+def test_forge_layout(tmp_path: Path):
+    models = tmp_path / "models"
+    (models / "Lora").mkdir(parents=True)
+    flux1_bfl(models / "Stable-diffusion" / "flux1-dev.safetensors")
+    zimage_original(models / "Stable-diffusion" / "z_image_turbo.safetensors")
+    clip_text(models / "text_encoder" / "clip_l.safetensors", 768)
+    t5(models / "text_encoder" / "t5xxl_fp16.safetensors")
+    kl_vae(models / "VAE" / "ae.safetensors")
+    lib = _library(models)
+    assert _checkpoint(lib, "flux1-dev").detail["format"] == "parts"
+    assert _refusal(lib, "z_image_turbo") == (
+        "Z-Image Turbo needs the Qwen3-4B text encoder (qwen_3_4b.safetensors) in text_encoder/ "
+        "(see docs/models.md)."
+    )
+
+
+def test_all_in_one_checkpoints_use_their_own_parts(tmp_path: Path):
+    ck = tmp_path / "checkpoints"
+    extra = {**clip_text(None, 768, "text_encoders.clip_l.transformer."),
+             **clip_text(None, 1280, "text_encoders.clip_g.transformer."),
+             **t5(None, prefix="text_encoders.t5xxl.transformer."),
+             **kl_vae(None, 16, "first_stage_model.")}
+    path = sd3_original(ck / "sd3.5_large_incl_clips_t5xxlfp8.safetensors", layers=38, extra=extra)
+    flux = {**{P + k: v for k, v in {
+        "double_blocks.0.img_attn.norm.key_norm.scale": [128], "img_in.weight": [8, 64],
+        "txt_in.weight": [8, 4096], "vector_in.in_layer.weight": [8, 768],
+        "final_layer.linear.weight": [64, 8], "guidance_in.in_layer.weight": [8, 256]}.items()},
+        **clip_text(None, 768, "text_encoders.clip_l.transformer."),
+        **t5(None, prefix="text_encoders.t5xxl.transformer."),
+        **kl_vae(None, 16, "vae.")}
+    flux_path = write_header_file(ck / "flux1-dev-fp8.safetensors", flux)
+    lib = _library(tmp_path)
+    sd3 = _checkpoint(lib, "sd3.5_large_incl_clips_t5xxlfp8")
+    assert sd3.arch == "sd3" and sd3.detail["format"] == "single-file"
+    assert {c: p for c, p in sd3.detail["parts"]} == {
+        c: str(path) for c in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae")
+    }
+    assert sd3.detail["part_prefixes"] == {
+        "text_encoder": "text_encoders.clip_l.transformer.text_model.",
+        "text_encoder_2": "text_encoders.clip_g.transformer.text_model.",
+        "text_encoder_3": "text_encoders.t5xxl.transformer.",
+        "vae": "first_stage_model.",
+    }
+    fl = _checkpoint(lib, "flux1-dev-fp8")
+    assert (fl.detail["variant"], fl.detail["format"]) == ("dev", "single-file")
+    assert fl.detail["part_prefixes"]["vae"] == "vae." and str(flux_path) in dict(fl.detail["parts"]).values()
+
+
+def test_an_all_in_one_missing_t5_takes_it_from_text_encoders(tmp_path: Path):
+    extra = {**clip_text(None, 768, "text_encoders.clip_l.transformer."),
+             **clip_text(None, 1280, "text_encoders.clip_g.transformer."),
+             **kl_vae(None, 16, "first_stage_model.")}
+    path = sd3_original(tmp_path / "checkpoints" / "sd3.5_medium_incl_clips.safetensors", extra=extra)
+    t5xxl = t5(None)
+    write_header_file(tmp_path / "text_encoders" / "t5xxl_fp16.safetensors", t5xxl)
+    item = _checkpoint(_library(tmp_path), "sd3.5_medium_incl_clips")
+    parts = dict(item.detail["parts"])
+    assert item.detail["format"] == "parts" and parts["text_encoder"] == str(path)
+    assert parts["text_encoder_3"] == str(tmp_path / "text_encoders" / "t5xxl_fp16.safetensors")
+
+
+# -- GGUF -------------------------------------------------------------------------------------
+def test_gguf_transformers_from_their_tensor_table(tmp_path: Path):
+    import numpy as np
+    import torch
+
+    unet = tmp_path / "unet"
+    names = {"double_blocks.0.img_attn.norm.key_norm.scale": (128,), "img_in.weight": (8, 64),
+             "txt_in.weight": (8, 4096), "vector_in.in_layer.weight": (8, 768),
+             "final_layer.linear.weight": (64, 8), "guidance_in.in_layer.weight": (8, 256)}
+    save_gguf({k: torch.from_numpy(np.zeros(s, np.float32)) for k, s in names.items()},
+              unet / "flux1-dev-Q4_K_S.gguf", "flux")
+    (unet / "broken.gguf").write_bytes(b"GGUF\x03\x00\x00\x00garbage")
+    clip_text(tmp_path / "clip" / "clip_l.safetensors", 768)
+    t5(tmp_path / "clip" / "t5xxl_fp16.safetensors")
+    kl_vae(tmp_path / "vae" / "ae.safetensors")
+    lib = _library(tmp_path)
+    [item] = lib.items("diffusion_model")
+    assert (item.arch, item.detail["variant"], item.detail["format"]) == ("flux1", "dev", "gguf")
+    assert item.detail["gguf_architecture"] == "flux"
+    assert item.detail["needs"] == {"context": 4096, "pooled": 768}  # torch's shape order
+    assert _checkpoint(lib, "flux1-dev-Q4_K_S").detail["format"] == "gguf"
+    assert "not a valid GGUF file" in _refusal(lib, "broken", "diffusion_model")
+
+
+def test_tiny_gguf_and_parts_of_every_family_pair(tmp_path: Path):
+    for arch in ("sd3", "flux1", "flux2", "zimage", "qwenimage"):
+        root = tmp_path / arch
+        save_family(root, arch, fmt="gguf")
+        [info] = ModelRegistry(root).models
+        assert (info.arch, info.format) == (arch, "gguf")
+        assert {c for c, _ in info.parts} >= {"transformer", "text_encoder", "vae"}
+
+
+# -- obscura models ---------------------------------------------------------------------------
+def test_obscura_models_lists_the_family_files(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from webui.cli import main
+
+    models = tmp_path / "models"
+    (models / "checkpoints").mkdir(parents=True)
+    flux2_bfl(models / "diffusion_models" / "flux-2-klein-4b.safetensors")
+    flux1_bfl(models / "diffusion_models" / "flux1-schnell.safetensors", guidance=False)
+    qwen3(models / "text_encoders" / "qwen_3_4b.safetensors")
+    kl_vae(models / "vae" / "flux2-vae.safetensors", 32, bn=True)
+    result = CliRunner().invoke(
+        main, ["models", "--models-dir", str(models), "--data-dir", str(tmp_path / "d")],
+        catch_exceptions=False,
+    )
+    out = result.output
+    assert result.exit_code == 0, out
+    assert "flux-2-klein-4b (FLUX.2 [klein])  [parts]" in out
+    assert "Diffusion models (transformer files) (2):" in out and "Text encoders (1):" in out
+    assert "qwen_3_4b  (qwen3-4b, width 2560)" in out
+    assert "FLUX.1 [schnell] needs the CLIP-L text encoder" in out
