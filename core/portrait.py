@@ -149,11 +149,19 @@ def _adapter_variant(item: Any) -> str:
 ADAPTER_ORDER = {"plus-face": 0, "full-face": 1, "plus": 2, "plain": 3}
 
 
+def _of_arch(info: Any, library: Any, kind: str) -> list[Any]:
+    """The library's ``kind`` files made for the checkpoint's architecture, then those whose
+    architecture the header could not tell (core/control.py takes those too)."""
+    found = [item for item in library.items(kind) if item.arch in (info.arch, None)]
+    return sorted(found, key=lambda item: item.arch is None)
+
+
 def face_adapter(info: Any, library: Any) -> Any | None:
     """The IP-Adapter of the checkpoint's architecture a portrait uses (Plus-Face first, see
     :data:`ADAPTER_ORDER`), only one with a CLIP image encoder it fits."""
-    adapters = [item for item in library.items("ipadapter") if item.arch == info.arch]
-    adapters.sort(key=lambda item: (ADAPTER_ORDER.get(_adapter_variant(item), 9), _name(item)))
+    adapters = _of_arch(info, library, "ipadapter")
+    adapters.sort(key=lambda item: (item.arch is None,
+                                    ADAPTER_ORDER.get(_adapter_variant(item), 9), _name(item)))
     for item in adapters:
         if image_encoder(item, library) is not None:
             return item
@@ -169,8 +177,8 @@ def image_encoder(adapter: Any, library: Any) -> Any | None:
 def pose_controlnet(info: Any, library: Any) -> tuple[Any, str | None] | None:
     """(ControlNet, union control type or None) for "keep the pose": a Canny model of the
     architecture, else a ControlNet-Union one (control type "canny"); None when there is none."""
-    nets = sorted((item for item in library.items("controlnet") if item.arch == info.arch),
-                  key=_name)
+    nets = sorted(_of_arch(info, library, "controlnet"),
+                  key=lambda item: (item.arch is None, _name(item)))
     for item in nets:
         if _is_union(item):
             continue
@@ -200,7 +208,7 @@ def missing_error(info: Any, library: Any) -> InputError | None:
         )
     if face_adapter(info, library) is not None:
         return None
-    has_adapter = any(item.arch == info.arch for item in library.items("ipadapter"))
+    has_adapter = bool(_of_arch(info, library, "ipadapter"))
     if has_adapter:
         return InputError(
             "portrait_needs_image_encoder",

@@ -6,7 +6,16 @@ import gradio as gr
 
 from webui.i18n import LANGUAGES
 from webui.studio import Studio
-from webui.ui import admin, gallery, img2img, inpaint, privacy_page, txt2img, upscale
+from webui.ui import (
+    admin,
+    gallery,
+    img2img,
+    inpaint,
+    portrait,
+    privacy_page,
+    txt2img,
+    upscale,
+)
 from webui.ui.common import label, viewer_of
 
 CSS = """
@@ -38,6 +47,8 @@ def build_blocks(studio: Studio) -> gr.Blocks:
                 txt2img.build(studio)
             with gr.Tab(label("tab_img2img"), id="img2img", elem_id="tab-img2img"):
                 img2img.build(studio)
+            with gr.Tab(label("tab_portrait"), id="portrait", elem_id="tab-portrait"):
+                portrait.build(studio)
             with gr.Tab(label("tab_inpaint"), id="inpaint", elem_id="tab-inpaint"):
                 inpaint.build(studio)
             with gr.Tab(label("tab_upscale"), id="upscale", elem_id="tab-upscale"):
