@@ -72,9 +72,11 @@ def load_styles(path: Path = DEFAULT_STYLES_FILE) -> dict[str, Style]:
         extra = sorted(set(entry) - set(_FIELDS) - set(_PORTRAIT_FIELDS))
         if extra:
             raise _invalid(f"style #{number} has unknown key(s) {', '.join(extra)}")
-        numbers = {name: _portrait_number(entry, name, number) for name in _PORTRAIT_FIELDS
-                   if name in entry}
-        style = Style(**{name: entry[name].strip() for name in _FIELDS}, **numbers)
+        texts = {name: entry[name].strip() for name in _FIELDS}
+        numbers = {name: _portrait_number(entry, name, number) if name in entry else None
+                   for name in _PORTRAIT_FIELDS}
+        style = Style(texts["id"], texts["name_en"], texts["name_zh"], texts["prompt"],
+                      texts["negative"], numbers["portrait_strength"], numbers["portrait_likeness"])
         if not _ID.match(style.id):
             raise _invalid(f"style #{number} has an id that is not lower-case letters, digits, '-'")
         if style.id in styles:

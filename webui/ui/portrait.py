@@ -70,8 +70,8 @@ def models_note(studio: Studio, model: Any, lang: str) -> str:
         info = studio.engine.model_for(_text(model) or None)
     except InputError as err:
         return error_text(err, lang)
-    err = missing_error(info, studio.registry.library)
-    return "" if err is None else error_text(err, lang)
+    problem = missing_error(info, studio.registry.library)
+    return "" if problem is None else error_text(problem, lang)
 
 
 def pose_note(studio: Studio, model: Any, lang: str) -> str:
