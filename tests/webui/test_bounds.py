@@ -312,7 +312,7 @@ def test_gradio_client_needs_only_a_prompt(ui):
     pictures, _preview, status, *_ = ui.predict(prompt="a fox", api_name="/txt2img")
     assert len(pictures) == 1 and "seed" in status
     info = ui.view_api(return_format="dict", print_info=False)
-    for name in ("/txt2img", "/img2img", "/inpaint"):
+    for name in ("/txt2img", "/img2img", "/inpaint", "/portrait"):
         parameters = info["named_endpoints"][name]["parameters"]
         assert all(p["parameter_has_default"] for p in parameters), name
 
