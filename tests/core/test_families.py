@@ -1,0 +1,275 @@
+"""The transformer families (SD 3.5, FLUX.1, FLUX.2 [klein], Z-Image, Qwen-Image) through
+``Engine.generate``: tiny random-weight models (tests/family_files.py) saved as diffusers folders,
+found by the registry, loaded and painted at 64 px in 2 steps.
+
+Every outcome is the real one: pictures compared pixel for pixel, progress and previews as the
+pipelines' own step callbacks give them, refusals by their error codes.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pytest
+from family_files import save_family  # type: ignore[import-not-found]
+from netguard import network_guard  # type: ignore[import-not-found]
+from PIL import Image
+
+from core.control import ControlUnit
+from core.engine import Engine, GenerationRequest, HiresFix
+from core.errors import InputError, JobCancelled
+from core.families import FAMILIES, VARIANTS, family, samplers_for
+from core.flow import plain_prompt
+from core.registry import ModelRegistry
+
+# (arch, variant): the default variant of each family, and FLUX.1 dev (embedded guidance).
+MODELS = [
+    ("sd3", "medium"),
+    ("flux1", "schnell"),
+    ("flux1", "dev"),
+    ("flux2", "klein"),
+    ("zimage", "turbo"),
+    ("qwenimage", "base"),
+]
+DEFAULTS = [m for m in MODELS if m != ("flux1", "dev")]
+
+
+def name(arch: str, variant: str) -> str:
+    return f"{arch}-{variant}"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("families")
+    for arch, variant in MODELS:
+        save_family(root / name(arch, variant), arch, variant)
+    return root
+
+
+@pytest.fixture(scope="module")
+def engine(models: Path) -> Engine:
+    return Engine(ModelRegistry(models), device="cpu")
+
+
+def paint(engine: Engine, model: str, **kwargs: object) -> tuple[object, list[tuple[int, int, object]]]:
+    steps: list[tuple[int, int, object]] = []
+    request = GenerationRequest(
+        **{"prompt": "a red boat", "model": model, "width": 64, "height": 64,
+           "num_inference_steps": 2, "seed": 7, **kwargs}  # type: ignore[arg-type]
+    )
+    result = engine.generate(request, on_step=lambda i, n, p: steps.append((i, n, p)))
+    return result, steps
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def photo() -> Image.Image:
+    gradient = np.linspace(0, 255, 64, dtype=np.uint8)
+    rgb = np.stack([np.tile(gradient, (64, 1)), np.tile(gradient[:, None], (1, 64)),
+                    np.full((64, 64), 90, np.uint8)], axis=-1)
+    return Image.fromarray(rgb, "RGB")
+
+
+# -- the table ------------------------------------------------------------------------------
+def test_the_table_names_real_pipelines_and_the_keywords_they_take():
+    import diffusers
+
+    for arch, variant in [(a, "") for a in FAMILIES] + list(VARIANTS):
+        fam = family(arch, variant)
+        for mode, cls_name in fam.pipelines.items():
+            params = inspect.signature(getattr(diffusers, cls_name).__call__).parameters
+            assert fam.cfg_param in params, (arch, variant, mode)
+            if fam.negative_prompt:
+                assert "negative_prompt" in params, (arch, variant, mode)
+            if mode in ("img2img", "inpaint", "edit"):
+                assert "image" in params, (arch, variant, mode)
+        assert fam.size_multiple == 16
+        assert set(fam.samplers) <= {"Euler", "Euler a", "Heun", "DPM++ 2M", "UniPC"}
+    # guidance-distilled variants take neither a negative prompt nor CFG
+    for arch, variant in [("flux1", "schnell"), ("flux2", "klein"), ("zimage", "turbo"),
+                          ("sd3", "large-turbo")]:
+        assert family(arch, variant).ignored_controls == ("negative_prompt", "cfg_scale")
+    assert family("flux1", "dev").ignored_controls == ("negative_prompt",)
+    assert family("qwenimage", "base").cfg_param == "true_cfg_scale"
+
+
+def test_a1111_prompt_syntax_becomes_plain_words():
+    assert plain_prompt("a (red:1.3) boat, [sea]", 10) == ("a red boat, sea", ["emphasis"])
+    assert plain_prompt("a boat <lora:x:1>", 10) == ("a boat ", [])
+    assert plain_prompt(r"a \(red\) boat", 10) == ("a (red) boat", [])
+    assert plain_prompt("[cat:dog:0.5]", 10) == ("dog", ["prompt_editing"])
+    assert plain_prompt("a BREAK b", 10)[1] == ["emphasis"]
+
+
+# -- every family paints --------------------------------------------------------------------
+@pytest.mark.parametrize(("arch", "variant"), MODELS)
+def test_every_family_paints_from_text_with_progress_previews_and_seeds(engine, arch, variant):
+    model = name(arch, variant)
+    result, steps = paint(engine, model)
+    assert result.images[0].size == (64, 64)
+    assert result.model == model and result.mode == "txt2img"
+    assert result.sampler == "Euler" and result.num_inference_steps == 2
+    assert [(i, n) for i, n, _ in steps] == [(1, 2), (2, 2)]
+    for _, _, preview in steps:  # a live preview per step, from the model's own latent space
+        assert isinstance(preview, Image.Image) and preview.width >= 64
+    again, _ = paint(engine, model)
+    assert np.array_equal(pixels(again.images[0]), pixels(result.images[0]))
+    other, _ = paint(engine, model, seed=8)
+    assert not np.array_equal(pixels(other.images[0]), pixels(result.images[0]))
+    batch, _ = paint(engine, model, batch_size=2)
+    assert batch.seeds == [7, 8]
+    assert np.abs(pixels(batch.images[0]) - pixels(result.images[0])).max() <= 2
+    assert np.abs(pixels(batch.images[1]) - pixels(other.images[0])).max() <= 2
+
+
+@pytest.mark.parametrize(("arch", "variant"), DEFAULTS)
+def test_every_family_repaints_a_photo_and_inpaints(engine, arch, variant):
+    model = name(arch, variant)
+    text, _ = paint(engine, model)
+    img2img, steps = paint(engine, model, image=photo(), strength=0.5, num_inference_steps=4)
+    assert img2img.mode == "img2img" and img2img.images[0].size == (64, 64)
+    if arch == "flux2":  # klein's img2img is its reference edit: every step runs
+        assert steps[-1][:2] == (4, 4) and img2img.extras["ignored"] == ["strength"]
+    else:  # strength 0.5 of 4 steps: the last 2 run, as A1111 counts them
+        assert [(i, n) for i, n, _ in steps] == [(1, 2), (2, 2)]
+    assert not np.array_equal(pixels(img2img.images[0]), pixels(text.images[0]))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    inpaint, _ = paint(engine, model, image=photo(), mask=mask, strength=1.0)
+    assert inpaint.mode == "inpaint" and inpaint.images[0].size == (64, 64)
+    assert not np.array_equal(pixels(inpaint.images[0]), pixels(img2img.images[0]))
+
+
+def test_flux2_klein_edits_with_reference_pictures(engine):
+    model = name("flux2", "klein")
+    plain, _ = paint(engine, model)
+    edited, _ = paint(engine, model, references=[photo()])
+    assert edited.extras["references"] == 1
+    assert not np.array_equal(pixels(edited.images[0]), pixels(plain.images[0]))
+    two, _ = paint(engine, model, references=[photo(), photo().rotate(90)])
+    assert not np.array_equal(pixels(two.images[0]), pixels(edited.images[0]))
+
+
+@pytest.mark.parametrize(("arch", "variant"), DEFAULTS)
+def test_a_cancelled_flow_job_stops_within_one_step(engine, arch, variant):
+    model = name(arch, variant)
+    seen: list[int] = []
+    request = GenerationRequest("a boat", model=model, width=64, height=64,
+                                num_inference_steps=6, seed=1)
+    with pytest.raises(JobCancelled):
+        engine.generate(request, on_step=lambda i, n, p: seen.append(i),
+                        should_stop=lambda: len(seen) >= 1)
+    assert seen == [1]
+    result, _ = paint(engine, model)  # the engine goes on serving
+    assert result.images
+
+
+@pytest.mark.parametrize(
+    ("arch", "variant", "sampler"),
+    [(a, v, s) for a, v in DEFAULTS for s in samplers_for(a, v)],
+)
+def test_every_sampler_a_family_lists_runs(engine, arch, variant, sampler):
+    model = name(arch, variant)
+    result, steps = paint(engine, model, sampler=sampler, num_inference_steps=3)
+    assert result.sampler == sampler
+    assert steps and steps[-1][0] == steps[-1][1]  # ran to its last step
+    if sampler != "Euler":  # a different algorithm: a different picture from the same seed
+        euler, _ = paint(engine, model, sampler="Euler", num_inference_steps=3)
+        assert not np.array_equal(pixels(result.images[0]), pixels(euler.images[0]))
+
+
+# -- controls a family does not use -------------------------------------------------------------
+def test_a_distilled_model_ignores_negative_prompt_and_cfg_and_says_so(engine):
+    model = name("flux1", "schnell")
+    plain, _ = paint(engine, model)
+    assert "ignored" not in plain.extras
+    asked, _ = paint(engine, model, negative_prompt="blurry", guidance_scale=7.0)
+    assert asked.extras["ignored"] == ["negative_prompt", "cfg_scale"]
+    assert np.array_equal(pixels(asked.images[0]), pixels(plain.images[0]))
+    assert asked.guidance_scale == 0.0  # what ran
+
+
+def test_flux1_dev_takes_cfg_as_its_embedded_guidance_but_no_negative_prompt(engine):
+    model = name("flux1", "dev")
+    low, _ = paint(engine, model, guidance_scale=1.5)
+    high, _ = paint(engine, model, guidance_scale=6.0, negative_prompt="blurry")
+    assert high.extras["ignored"] == ["negative_prompt"] and high.guidance_scale == 6.0
+    assert not np.array_equal(pixels(low.images[0]), pixels(high.images[0]))
+
+
+@pytest.mark.parametrize("model", ["sd3-medium", "qwenimage-base"])
+def test_true_cfg_families_use_the_negative_prompt(engine, model):
+    plain, _ = paint(engine, model, guidance_scale=4.0)
+    negative, _ = paint(engine, model, guidance_scale=4.0, negative_prompt="a green car")
+    assert "ignored" not in negative.extras
+    assert not np.array_equal(pixels(plain.images[0]), pixels(negative.images[0]))
+
+
+def test_emphasis_is_reduced_to_the_words_and_reported(engine):
+    model = name("zimage", "turbo")
+    plain, _ = paint(engine, model, prompt="a red boat")
+    weighted, _ = paint(engine, model, prompt="a (red:1.4) boat")
+    assert weighted.extras["ignored"] == ["emphasis"]
+    assert np.array_equal(pixels(plain.images[0]), pixels(weighted.images[0]))
+    skipped, _ = paint(engine, model, clip_skip=2)
+    assert skipped.extras["ignored"] == ["clip_skip"]
+
+
+# -- refusals -------------------------------------------------------------------------------
+REFUSALS = [
+    ({"width": 72}, "flow_size_out_of_range"),
+    ({"width": 32}, "flow_size_out_of_range"),
+    ({"height": 4096}, "flow_size_out_of_range"),
+    ({"sampler": "DPM2 a"}, "sampler_not_for_model"),
+    ({"sampler": "DPM++ 2M Karras"}, "sampler_not_for_model"),
+    ({"hires": HiresFix()}, "hires_flow_model"),
+    ({"prompt": "a boat <lora:style:0.8>"}, "lora_flow_model"),
+    ({"vae": "some-vae"}, "vae_flow_model"),
+    ({"controlnets": [ControlUnit(model="canny")]}, "control_flow_model"),
+    ({"references": [photo()]}, "references_not_for_model"),
+]
+
+
+@pytest.mark.parametrize(("fields", "code"), REFUSALS)
+def test_what_a_flow_model_cannot_do_is_one_sentence_before_any_work(engine, fields, code):
+    request = GenerationRequest(**{"prompt": "a boat", "model": "sd3-medium", **fields})
+    with pytest.raises(InputError) as caught:
+        engine.validate(request)
+    assert caught.value.code == code
+    assert "\n" not in str(caught.value) and "boat" not in str(caught.value)
+
+
+def test_references_are_bounded(engine):
+    request = GenerationRequest("a boat", model="flux2-klein", references=[photo()] * 5)
+    with pytest.raises(InputError) as caught:
+        engine.validate(request)
+    assert caught.value.code == "too_many_references"
+    request = GenerationRequest("a boat", model="flux2-klein", references=["photo.png"])  # type: ignore[list-item]
+    with pytest.raises(InputError) as caught:
+        engine.validate(request)
+    assert caught.value.code == "not_an_image"
+
+
+def test_a_lora_tag_is_dropped_and_named_when_missing_networks_are_allowed(engine):
+    result, _ = paint(engine, "flux1-schnell", prompt="a red boat <lora:style:0.8>",
+                      allow_missing_networks=True)
+    plain, _ = paint(engine, "flux1-schnell", prompt="a red boat ")
+    assert [s["code"] for s in result.extras["skipped_networks"]] == ["lora_flow_model"]
+    assert np.array_equal(pixels(result.images[0]), pixels(plain.images[0]))
+
+
+# -- nothing leaves the machine -------------------------------------------------------------------
+def test_loading_and_painting_every_family_makes_no_connection(tmp_path: Path):
+    with network_guard() as attempts:
+        for arch, variant in DEFAULTS:
+            save_family(tmp_path / name(arch, variant), arch, variant)
+        engine = Engine(ModelRegistry(tmp_path), device="cpu")
+        for arch, variant in DEFAULTS:
+            result, _ = paint(engine, name(arch, variant))
+            assert result.images
+            paint(engine, name(arch, variant), image=photo())
+    assert attempts == []
