@@ -107,3 +107,17 @@ def personal_server(tmp_path_factory) -> Iterator[RunningServer]:
 @pytest.fixture(scope="module")
 def accounts_server(tmp_path_factory) -> Iterator[RunningServer]:
     yield from start_server(tmp_path_factory.mktemp("accounts"), "accounts")
+
+
+@pytest.fixture(scope="module")
+def family_server(tmp_path_factory) -> Iterator[RunningServer]:
+    """A personal-mode server whose models folder holds a tiny FLUX.2 [klein] (the default:
+    first by name) and a tiny SD 3.5 Medium, both diffusers folders (tests/family_files.py)."""
+    sys.path.insert(0, str(HERE.parent))  # tests/ (family_files)
+    from family_files import save_family
+
+    state_dir = tmp_path_factory.mktemp("families")
+    models = state_dir / "data" / "models"
+    save_family(models / "a-klein-tiny", "flux2", "klein", "diffusers")
+    save_family(models / "b-sd35-tiny", "sd3", "medium", "diffusers")
+    yield from start_server(state_dir, "personal")

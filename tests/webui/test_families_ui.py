@@ -18,7 +18,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
-import pytest
 import torch
 from PIL import Image
 
@@ -125,21 +124,7 @@ def test_the_ignored_line_is_translated() -> None:
     assert ignored_line([], "en") == ""
 
 
-# -- a real server with tiny family models -----------------------------------------------------
-
-@pytest.fixture(scope="module")
-def family_server(tmp_path_factory):
-    """A personal-mode server whose models folder holds a tiny FLUX.2 [klein] (the default:
-    first by name) and a tiny SD 3.5 Medium, both diffusers folders."""
-    from conftest import start_server
-    from family_files import save_family
-
-    state_dir = tmp_path_factory.mktemp("families")
-    models = state_dir / "data" / "models"
-    save_family(models / "a-klein-tiny", "flux2", "klein", "diffusers")
-    save_family(models / "b-sd35-tiny", "sd3", "medium", "diffusers")
-    yield from start_server(state_dir, "personal")
-
+# -- a real server with tiny family models (conftest.py's family_server) -----------------------
 
 def component(config: dict, elem_id: str) -> dict:
     found = [c for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id]
@@ -186,7 +171,7 @@ def test_an_edit_model_takes_reference_pictures_on_the_photo_page(family_server,
 
     photo, reference = tmp_path / "photo.png", tmp_path / "ref.png"
     Image.new("RGB", (64, 64), (200, 40, 40)).save(photo)
-    Image.linear_gradient("L").resize((48, 64)).convert("RGB").save(reference)
+    Image.linear_gradient("L").resize((64, 80)).convert("RGB").save(reference)
     ui = Client(family_server.url + "/", verbose=False)
     result = ui.predict(image=handle_file(str(photo)), prompt="make it blue",
                         negative_prompt="", strength=0.6, style="", model="a-klein-tiny",

@@ -317,9 +317,9 @@ class Generation:
             ignored.append("scheduler")  # not one diffusers can follow with this sampler
         info = self.info_of(first.model if first else request.model)
         if info is not None and is_flow(info):
-            # A flow family: what its pipeline does not use (core/families.py), and the
-            # schedule of an SD sampler name mapped to its flow sampler ("Euler Karras").
-            for name in family_ignored(info, body, request):
+            # A flow family: the schedule of an SD sampler name mapped to its flow sampler
+            # ("Euler Karras"), or a scheduler field (flow samplers keep their own schedule).
+            for name in family_ignored(info, body):
                 if name not in ignored:
                     ignored.append(name)
         for result in results:  # what the engine reports it did not use
@@ -411,15 +411,11 @@ def flow_sampler(info: ModelInfo, name: str | None) -> str | None:
     )
 
 
-def family_ignored(info: ModelInfo, body: GenerationFields,
-                   request: GenerationRequest) -> list[str]:
-    """The fields of this call that ``info``'s flow family does not use."""
+def family_ignored(info: ModelInfo, body: GenerationFields) -> list[str]:
+    """The fields of this call that ``info``'s flow family does not use and the engine cannot
+    know of (a schedule: the engine reports the rest, negative prompt, CFG, CLIP skip, ...)."""
     row = family_of(info)
     names = []
-    if not row.negative_prompt and request.negative_prompt.strip():
-        names.append("negative_prompt")
-    if row.guidance == "none" and body.cfg_scale is not None:
-        names.append("cfg_scale")
     asked = body.sampler_name or body.sampler_index
     if asked and asked.strip().lower() not in {s.lower() for s in row.samplers}:
         names.append("scheduler")  # an SD name's schedule: the flow sampler has its own

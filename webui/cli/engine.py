@@ -120,7 +120,7 @@ def _read_upload(path: Path, *, mask: bool):  # -> PIL.Image.Image
 @click.option(
     "--sampler",
     default=None,
-    help="Sampler, e.g. 'Euler a', 'DPM++ 2M Karras', 'DDIM', 'UniPC', 'LCM' (see `obscura models --samplers`); FLUX, SD 3.5, Z-Image and Qwen-Image take Euler, Euler a, Heun, DPM++ 2M or UniPC.",
+    help="Sampler, e.g. 'Euler a', 'DPM++ 2M Karras', 'DDIM', 'UniPC', 'LCM' (see `obscura models --samplers`); FLUX, SD 3.5, Z-Image and Qwen-Image take Euler, Euler a, Heun and (most) UniPC, DPM++ 2M: see docs/models.md.",
 )
 @click.option(
     "--batch",
@@ -227,7 +227,7 @@ def generate(
         result = engine.generate(request)
     except (InputError, PrivacyError) as err:
         raise click.ClickException(str(err)) from None
-    ignored = _ignored(info, request, result)
+    ignored = _ignored(result)
     if ignored:  # one line: what this model's family did not use (core/families.py)
         click.echo(f"Not used by this model: {', '.join(ignored)}.", err=True)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,19 +251,14 @@ def generate(
         )
 
 
-def _ignored(info, request, result) -> list[str]:  # ModelInfo, GenerationRequest, GenerationResult
-    """The options of this run that the model's family does not use: the family table's (a
-    guidance-distilled model takes no negative prompt or CFG) and what the engine reports."""
-    from core.families import family_of, is_flow
-
+def _ignored(result) -> list[str]:  # result: core.engine.GenerationResult
+    """The options of this run that the model did not use, as the engine reports them
+    (``GenerationResult.extras["ignored"]``: a guidance-distilled model takes no negative prompt
+    or CFG, a flow model no prompt weights), by their option names where they have one."""
     names: list[str] = []
-    if is_flow(info):
-        row = family_of(info)
-        if not row.negative_prompt and request.negative_prompt.strip():
-            names.append("--negative-prompt")
-        if row.guidance == "none" and request.guidance_scale is not None:
-            names.append("--guidance")
-    shown = {"negative_prompt": "--negative-prompt", "cfg_scale": "--guidance"}
+    shown = {"negative_prompt": "--negative-prompt", "cfg_scale": "--guidance",
+             "strength": "--strength", "emphasis": "prompt weights",
+             "prompt_editing": "prompt editing"}
     for name in result.extras.get("ignored", []):
         flag = shown.get(name, name)
         if flag not in names:
