@@ -107,6 +107,10 @@ def build(studio: Studio) -> None:
                                  type="filepath", image_mode=None, buttons=[],
                                  format="png", elem_id="portrait-photo", height=320)
             gr.Markdown(label("portrait_help"))
+            # What is missing for the chosen checkpoint, next to the way to go on without it.
+            note = gr.Markdown("", elem_id="portrait-missing")
+            without_face = gr.Checkbox(False, label=label("portrait_without_face"),
+                                       elem_id="portrait-without-face")
             style = gr.Dropdown(style_choices, value=first.id if first else "",
                                 label=label("style"), elem_id="portrait-style",
                                 allow_custom_value=True)
@@ -119,9 +123,6 @@ def build(studio: Studio) -> None:
             pose_hint = gr.Markdown("", elem_id="portrait-pose-note")
             batch = RawSlider(1, MAX_BATCH, value=DEFAULT_VARIANTS, step=1,
                               label=label("portrait_variants"), elem_id="portrait-batch")
-            note = gr.Markdown("", elem_id="portrait-missing")
-            without_face = gr.Checkbox(False, label=label("portrait_without_face"),
-                                       elem_id="portrait-without-face")
             with gr.Accordion(label("settings"), open=False):
                 prompt = gr.Textbox("", label=label("portrait_prompt"),
                                     placeholder=label("portrait_prompt_placeholder"), lines=2,
