@@ -387,13 +387,16 @@ def load_clip_vision(item: LibraryItem, dtype: torch.dtype) -> Any:
             "This CLIP vision file's tensors do not fit its architecture's shape; it may be "
             "damaged or of an unknown kind (see docs/models.md).",
         )
-    model = CLIPVisionModelWithProjection(config)
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):  # weights from the file, not a random copy
+        model = CLIPVisionModelWithProjection(config)
     state = {
         k: v
         for k, v in _load_weights(item.path).items()
         if k.startswith(("vision_model.", "visual_projection."))
     }
-    _fill(model, state, "CLIP vision")
+    _fill(model, state, "CLIP vision", assign=True)
     model.to(dtype=dtype)  # type: ignore[call-arg]  # (transformers wraps .to)
     model.eval()
     return model
