@@ -5,7 +5,9 @@ The whole server path (scrub, spool, HTTP) is bench/api.py.
 Prints a Markdown table (paste into docs/benchmarks.md with the machine it ran on). Not a test.
 
     python bench/engine.py                 # demo model on the CPU
-    python bench/engine.py --gpu           # also real SD 1.5 / SDXL UNet shapes, random weights
+    python bench/engine.py --gpu           # also real SD 1.5 / SDXL UNet shapes, random weights,
+                                           # and bench/planner_modes.py (FLUX.2 klein 4B and
+                                           # SD 3.5 Medium per memory mode, 1024 px)
 """
 
 from __future__ import annotations
@@ -175,6 +177,11 @@ def main() -> None:
             f"| {r['model']} | {r['device']} | {r['size']} | {r['steps']} | {r['direct_ms']:.1f} | "
             f"{r['engine_ms']:.1f} | {r['diff_ms']:+.1f} | {r['diff_pct']:+.1f}% | {r['its']:.2f} |"
         )
+    if args.gpu:  # the planner's memory modes on real transformer shapes (says so without CUDA)
+        import planner_modes
+
+        print()
+        planner_modes.main([])
 
 
 if __name__ == "__main__":

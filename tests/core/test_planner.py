@@ -466,3 +466,25 @@ def test_obscura_models_on_a_gpu_shows_the_mode_and_a_forced_one(
     refused = listing["items"]["checkpoint"][0]["plan"]
     assert not refused["fits"] and refused["code"] in ("bnb_not_installed",
                                                        "memory_mode_not_for_unet")
+
+
+# -- on a GPU (skipped without CUDA): each mode loads and paints one step ----------------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA)")
+@pytest.mark.parametrize("arch", ["flux2", "sd3"])
+@pytest.mark.parametrize(("placement", "storage"), [
+    ("full", "native"), ("model-offload", "native"), ("group-offload", "native"),
+    ("sequential-offload", "native"), ("full", "fp8"), ("model-offload", "fp8"),
+])
+def test_each_mode_runs_one_step_on_the_gpu(arch: str, placement: str, storage: str) -> None:
+    pipe = build_pipeline(arch).to(torch.bfloat16)
+    plan = Plan("cuda:0", torch.bfloat16, "none" if placement == "full" else placement, False,
+                placement != "full", placement=placement, storage=storage)
+    torch.cuda.reset_peak_memory_stats()
+    apply(pipe, plan)
+    generator = torch.Generator("cpu").manual_seed(3)
+    picture = pipe(prompt="a lighthouse", num_inference_steps=1, height=64, width=64,
+                   generator=generator, output_type="np").images
+    assert picture.shape == (1, 64, 64, 3)
+    assert torch.isfinite(torch.from_numpy(picture)).all()
+    assert torch.cuda.max_memory_allocated() > 0
