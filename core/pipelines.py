@@ -143,17 +143,10 @@ def derive_pipeline(base: Any, info: ModelInfo, mode: str) -> Any:
 
 
 def place(pipe: Any, plan: DevicePlan) -> None:
-    """Move a pipeline onto its device according to the memory plan."""
-    if plan.memory_mode == "model-offload":
-        pipe.enable_model_cpu_offload(device=plan.device)
-    elif plan.memory_mode == "sequential-offload":
-        pipe.enable_sequential_cpu_offload(device=plan.device)
-    else:
-        pipe.to(plan.device)
-    if plan.attention_slicing:
-        pipe.enable_attention_slicing()
-    if plan.vae_tiling and hasattr(pipe, "vae"):
-        pipe.vae.enable_tiling()
+    """Move a pipeline onto its device according to the memory plan (core/planner.py)."""
+    from core.planner import apply
+
+    apply(pipe, plan)
 
 
 def load_vae(info: ModelInfo, state: dict[str, torch.Tensor], dtype: torch.dtype) -> Any:
