@@ -964,6 +964,7 @@ class ModelLibrary:
                 "transformer_layout": transformer.layout,
                 "transformer_prefix": transformer.prefix,
                 "title": transformer.title,
+                "size": transformer.size,
                 "file_name": detail.get("file_name", item.path.name),
                 "relative": detail.get("relative", item.path.name),
             }

@@ -186,7 +186,7 @@ _WEIGHTS = ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "
 
 def flow_config_folder(info: ModelInfo) -> Path:
     """The shipped diffusers-layout config folder of a family variant (core/configs)."""
-    return Path(str(resources.files("core.configs").joinpath(f"{info.arch}-{info.variant}")))
+    return Path(str(resources.files("core.configs").joinpath(info.config_name)))  # FLUX.2 [klein] 9B: "flux2-klein-9b"
 
 
 def _component_class(pipeline_cls: Any, component: str) -> Any:

@@ -120,6 +120,14 @@ class ModelInfo:
     # (component name as in the diffusers model_index: "transformer", "text_encoder",
     # "text_encoder_2", "text_encoder_3", "vae") -> absolute path of its file or folder.
     parts: tuple[tuple[str, str], ...] = ()
+    # FLUX.2 [klein]: "4B" | "9B" (read from the transformer's widths); "" where one size exists
+    size: str = ""
+
+    @property
+    def config_name(self) -> str:
+        """The shipped config folder (core/configs/<name>) for this model's family and size."""
+        name = f"{self.arch}-{self.variant}"
+        return f"{name}-{self.size.lower()}" if self.size and self.size != "4B" else name
 
     @property
     def spec(self) -> ArchSpec:
@@ -341,6 +349,7 @@ class ModelRegistry:
                 str(item.detail.get("format", "single-file")),
                 bool(item.detail.get("is_demo", False)),
                 tuple((str(c), str(p)) for c, p in item.detail.get("parts", ())),
+                str(item.detail.get("size", "")),
             )
             for item in self.library.items("checkpoint")
         ]
