@@ -260,18 +260,30 @@ def free_ram_bytes() -> int | None:
     return None
 
 
+# Whether core/pipelines.py loads the transformer with transformer_load_kwargs(plan). Until it
+# does, a bitsandbytes plan would load bf16 weights into a plan sized for 4/8-bit ones, so
+# bitsandbytes is never chosen (and a forced bnb mode says it is not available in this version).
+BNB_LOADER = False
+
+
 @functools.cache
+def bitsandbytes_imports() -> bool:
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as exc:  # absent, or built for another CUDA: either way not usable
+        log.debug("bitsandbytes not usable: %s", type(exc).__name__)
+        return False
+    return True
+
+
 def installed_backends() -> frozenset[str]:
-    """The quantized loaders this machine has: "gguf" and/or "bnb" (bitsandbytes imports)."""
+    """The quantized loaders this machine can use: "gguf" and/or "bnb" (bitsandbytes imports
+    and the loader applies it)."""
     found = set()
     if importlib.util.find_spec("gguf") is not None:
         found.add("gguf")
-    try:
-        import bitsandbytes  # noqa: F401
-
+    if BNB_LOADER and bitsandbytes_imports():
         found.add("bnb")
-    except Exception as exc:  # absent, or built for another CUDA: either way not usable
-        log.debug("bitsandbytes not usable: %s", type(exc).__name__)
     return frozenset(found)
 
 
@@ -428,6 +440,13 @@ def _forced_candidates(
         if gguf:
             raise _not_for_gguf(force)
         if force.startswith("bnb") and "bnb" not in installed:
+            if bitsandbytes_imports():
+                raise InputError(
+                    "memory_mode_unavailable",
+                    "The memory mode {mode} is not available in this version of Obscura; choose "
+                    "auto or fp8-layerwise, or use a GGUF transformer.",
+                    mode=force,
+                )
             raise _not_installed(force)
         if force.startswith("bnb") and not info.is_flow:
             raise InputError(

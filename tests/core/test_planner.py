@@ -229,7 +229,8 @@ def test_a_forced_mode_that_cannot_fit_is_one_sentence() -> None:
 
 
 def test_bitsandbytes_absent_is_never_chosen_and_a_forced_choice_says_how_to_install() -> None:
-    assert ("bnb" in planner.installed_backends()) == _imports("bitsandbytes")
+    assert ("bnb" in planner.installed_backends()) == (
+        _imports("bitsandbytes") and planner.BNB_LOADER)
     for key in PUBLISHED:
         for vram in VRAMS:
             for ram in (16, 32, 64):
