@@ -573,3 +573,97 @@ def test_obscura_models_lists_the_family_files(tmp_path: Path):
     assert "Diffusion models (transformer files) (2):" in out and "Text encoders (1):" in out
     assert "qwen_3_4b  (qwen3-4b, width 2560)" in out
     assert "FLUX.1 [schnell] needs the CLIP-L text encoder" in out
+
+
+# -- shipped configs (core/configs/<arch>-<variant>/, JSON only) ---------------------------------
+CONFIGS = Path(__file__).resolve().parents[2] / "core" / "configs"
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_every_family_variant_has_a_shipped_config_folder():
+    from core.family_detect import FLOW_PIPELINES
+    from core.registry import VARIANT_SPECS, ModelInfo
+
+    for arch, variant in VARIANT_SPECS:
+        if (arch, variant) == ("flux2", "dev"):
+            continue  # FLUX.2 [dev] (Mistral text encoder): diffusers folders only
+        sizes = ("4B", "9B") if arch == "flux2" else ("",)
+        for size in sizes:
+            info = ModelInfo("m", Path("m"), arch, variant, "parts", size=size)
+            folder = CONFIGS / info.config_name
+            index = _json(folder / "model_index.json")
+            cls = index["_class_name"]
+            assert FLOW_PIPELINES[cls][0] == arch and FLOW_PIPELINES[cls][1] in (None, variant), folder
+            assert (folder / "scheduler" / "scheduler_config.json").is_file()
+            for component, spec in index.items():
+                if component.startswith(("text_encoder", "transformer", "vae")) and spec[0]:
+                    assert (folder / component / "config.json").is_file(), (folder, component)
+    assert not [p for p in CONFIGS.rglob("*") if p.is_file() and p.suffix not in
+                (".json", ".md", ".py", ".gz", ".txt", "")], "configs are data only"
+
+
+def test_shipped_configs_fit_the_widths_detection_pairs_by():
+    """The transformer takes what its text encoders give and the VAE's latent channels."""
+    def cfg(name: str, component: str) -> dict:
+        return _json(CONFIGS / name / component / "config.json")
+
+    for name in ("flux1-schnell", "flux1-dev", "flux1-fill", "flux1-kontext"):
+        t = cfg(name, "transformer")
+        assert t["joint_attention_dim"] == cfg(name, "text_encoder_2")["d_model"] == 4096
+        assert t["pooled_projection_dim"] == cfg(name, "text_encoder")["hidden_size"] == 768
+        assert (t["out_channels"] or t["in_channels"]) == 4 * cfg(name, "vae")["latent_channels"]
+    assert cfg("flux1-schnell", "transformer")["guidance_embeds"] is False
+    assert cfg("flux1-dev", "transformer")["guidance_embeds"] is True
+    for name in ("sd3-medium", "sd3-large", "sd3-large-turbo"):
+        t = cfg(name, "transformer")
+        assert t["pooled_projection_dim"] == (
+            cfg(name, "text_encoder")["projection_dim"] + cfg(name, "text_encoder_2")["projection_dim"]
+        )
+        assert t["joint_attention_dim"] == cfg(name, "text_encoder_3")["d_model"]
+        assert t["in_channels"] == cfg(name, "vae")["latent_channels"] == 16
+    assert cfg("sd3-medium", "transformer")["num_layers"] == 24
+    assert cfg("sd3-large", "transformer")["num_layers"] == 38
+    for name, width in (("flux2-klein", 2560), ("flux2-klein-base", 2560), ("flux2-klein-9b", 4096)):
+        t = cfg(name, "transformer")
+        assert t["joint_attention_dim"] == 3 * cfg(name, "text_encoder")["hidden_size"] == 3 * width
+        assert t["in_channels"] == 4 * cfg(name, "vae")["latent_channels"] == 128
+        assert t["guidance_embeds"] is False
+    assert _json(CONFIGS / "flux2-klein" / "model_index.json")["is_distilled"] is True
+    assert _json(CONFIGS / "flux2-klein-base" / "model_index.json")["is_distilled"] is False
+    for name in ("zimage-turbo", "zimage-base"):
+        assert cfg(name, "transformer")["cap_feat_dim"] == cfg(name, "text_encoder")["hidden_size"]
+        assert cfg(name, "vae")["scaling_factor"] == 0.3611  # FLUX.1's ae
+    for name in ("qwenimage-base", "qwenimage-edit", "qwenimage-edit-plus"):
+        text = cfg(name, "text_encoder")
+        hidden = text.get("text_config", text)["hidden_size"]
+        assert cfg(name, "transformer")["joint_attention_dim"] == hidden == 3584
+        assert cfg(name, "vae")["z_dim"] == 16
+
+
+def test_shipped_configs_build_models_of_the_published_sizes():
+    """Built empty (no memory) from the shipped JSON: the parameter counts the model cards
+    publish (FLUX.1 12B, FLUX.2 [klein] 4B / 9B, Z-Image 6B, Qwen3-4B 4B)."""
+    import diffusers
+    import transformers
+    from accelerate import init_empty_weights
+
+    def count(name: str, component: str) -> float:
+        lib, cls = _json(CONFIGS / name / "model_index.json")[component]
+        folder = str(CONFIGS / name / component)
+        with init_empty_weights():
+            if lib == "diffusers":
+                c = getattr(diffusers, cls)
+                model = c.from_config(c.load_config(folder))
+            else:
+                config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+                model = getattr(transformers, cls)(config)
+        return sum(p.numel() for p in model.parameters()) / 1e9
+
+    assert 11.8 < count("flux1-dev", "transformer") < 12.0
+    assert 3.8 < count("flux2-klein", "transformer") < 4.0
+    assert 9.0 < count("flux2-klein-9b", "transformer") < 9.2
+    assert 6.1 < count("zimage-turbo", "transformer") < 6.2
+    assert 4.0 < count("zimage-turbo", "text_encoder") < 4.1
