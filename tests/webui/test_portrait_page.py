@@ -200,3 +200,16 @@ def test_with_the_face_models_the_page_keeps_the_face(equipped):
     assert kept[0].size == plain[0].size and kept[0].tobytes() != plain[0].tobytes()
     posed = pictures_of(ui.predict(likeness=1.0, keep_pose=True, **common))
     assert posed[0].tobytes() != kept[0].tobytes()
+
+
+def test_a_photo_without_a_face_is_one_sentence_unless_the_person_goes_on(equipped, tmp_path):
+    blank = tmp_path / "wall.png"
+    Image.new("RGB", (256, 256), (180, 170, 160)).save(blank)
+    ui = Client(equipped.url + "/", verbose=False)
+    with pytest.raises(AppError) as err:
+        ui.predict(image=handle_file(str(blank)), batch_size=1, api_name="/portrait")
+    assert "No face was found" in str(err.value) and "Traceback" not in str(err.value)
+    answer = ui.predict(image=handle_file(str(blank)), batch_size=1, without_face_keeping=True,
+                        api_name="/portrait")
+    assert len(pictures_of(answer)) == 1
+    assert catalogue("en")["messages"]["no_face_painted"] in answer[2]

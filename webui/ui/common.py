@@ -596,6 +596,8 @@ async def stream(
                     names += [n for n in result.extras.get("ignored", []) if n not in names]
                 if names:
                     done = f"{done} {ignored_line(names, lang)}"
+                if any(result.extras.get("face_found") is False for result in answer.results):
+                    done = f"{done} {text('no_face_painted', lang)}"  # allow_no_face went on
                 yield urls, None, done, seed
                 return
             if update.preview is not None:
