@@ -106,3 +106,25 @@ def test_bad_sizes_are_refused(photo: Image.Image):
         faces.crop_face(photo, size=5)
     with pytest.raises(ValueError):
         faces.crop_face(photo, padding=-1)
+
+
+def test_a_face_turned_the_other_way_is_found_on_the_mirror_image(monkeypatch):
+    """The profile cascade knows faces turned one way only; the other way is found on the mirror
+    image, and its box is put back where the face is in the photo."""
+    picture = Image.new("RGB", (200, 100))
+    calls: list[str] = []
+
+    def fake_detect(name: str, grey: np.ndarray, min_side: int):
+        calls.append(name)
+        mirrored = grey[0, 0] == 255  # the photo has a white right edge, so its mirror a white left
+        if name == faces.PROFILE_CASCADE and mirrored:
+            return [(10, 20, 30, 30)]  # found on the mirror image, 10 px from its left side
+        return []
+
+    grey = np.zeros((100, 200), dtype=np.uint8)
+    grey[:, -1] = 255  # white right edge (the mirror image's left)
+    monkeypatch.setattr(faces, "_grey", lambda image: (grey, 1.0))
+    monkeypatch.setattr(faces, "_detect", fake_detect)
+    found = faces.find_faces(picture)
+    assert calls == [*faces.CASCADES, faces.PROFILE_CASCADE, faces.PROFILE_CASCADE]
+    assert found == [faces.FaceBox(200 - 10 - 30, 20, 30, 30)]
