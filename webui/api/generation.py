@@ -315,11 +315,11 @@ class Generation:
         asked = (body.scheduler or "").strip()
         if asked and asked.lower() != "automatic" and find_schedule(asked) is not schedule:
             ignored.append("scheduler")  # not one diffusers can follow with this sampler
-        info = self.info_of(first.model if first else request.model)
-        if info is not None and is_flow(info):
+        model = self.info_of(first.model if first else request.model)
+        if model is not None and is_flow(model):
             # A flow family: the schedule of an SD sampler name mapped to its flow sampler
             # ("Euler Karras"), or a scheduler field (flow samplers keep their own schedule).
-            for name in family_ignored(info, body):
+            for name in family_ignored(model, body):
                 if name not in ignored:
                     ignored.append(name)
         for result in results:  # what the engine reports it did not use
