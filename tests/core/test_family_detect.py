@@ -667,3 +667,58 @@ def test_shipped_configs_build_models_of_the_published_sizes():
     assert 9.0 < count("flux2-klein-9b", "transformer") < 9.2
     assert 6.1 < count("zimage-turbo", "transformer") < 6.2
     assert 4.0 < count("zimage-turbo", "text_encoder") < 4.1
+
+
+# -- tokenizers (core/family_tokenizers.py) -----------------------------------------------------
+def test_tokenizers_are_found_in_a_comfyui_install_and_give_the_files_ids(tmp_path: Path):
+    import gzip
+
+    from family_files import qwen_tokenizer, t5_tokenizer
+
+    from core.family_tokenizers import family_tokenizers, load_tokenizer
+
+    install = tmp_path / "ComfyUI"
+    models = install / "models"
+    (models / "checkpoints").mkdir(parents=True)
+    t5_source, qwen_source = t5_tokenizer(), qwen_tokenizer()
+    t5_dir = install / "comfy" / "text_encoders" / "t5_tokenizer"
+    qwen_dir = install / "comfy" / "text_encoders" / "qwen25_tokenizer"
+    t5_source.save_pretrained(str(t5_dir))
+    qwen_source.save_pretrained(str(qwen_dir))
+    # ComfyUI's copy is vocab.json + merges.txt + tokenizer_config.json (any of them gzipped)
+    model = json.loads((qwen_dir / "tokenizer.json").read_text())["model"]
+    (qwen_dir / "vocab.json").write_text(json.dumps(model["vocab"]))
+    merges = "#version: 0.2\n" + "".join(" ".join(m) + "\n" for m in model["merges"])
+    (qwen_dir / "merges.txt.gz").write_bytes(gzip.compress(merges.encode()))
+    (qwen_dir / "tokenizer.json").unlink()
+    (qwen_dir / "chat_template.jinja").unlink()
+    t5 = load_tokenizer("t5", models)
+    assert t5("a dog").input_ids == t5_source("a dog").input_ids
+    qwen = load_tokenizer("qwen2", models)
+    assert qwen("a dog <|im_start|>").input_ids == qwen_source("a dog <|im_start|>").input_ids
+    text = qwen.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                    add_generation_prompt=True, enable_thinking=False)
+    assert text.startswith("<|im_start|>user\nhi<|im_end|>") and "<think>" in text
+    assert set(family_tokenizers("sd3", models)) == {"tokenizer", "tokenizer_2", "tokenizer_3"}
+    clip = family_tokenizers("flux1", models)["tokenizer"]
+    assert clip("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+def test_tokenizers_come_from_a_diffusers_folder_of_the_family(tmp_path: Path):
+    from family_files import t5_tokenizer
+
+    from core.family_tokenizers import load_tokenizer
+
+    folder = tmp_path / "FLUX.1-schnell"
+    save_family(folder, "flux1", "schnell", fmt="diffusers")
+    assert load_tokenizer("t5", tmp_path, [folder])("a dog").input_ids == t5_tokenizer()("a dog").input_ids
+
+
+def test_a_missing_tokenizer_says_which_file(tmp_path: Path):
+    from core.errors import ModelError
+    from core.family_tokenizers import load_tokenizer
+
+    with pytest.raises(ModelError) as info:
+        load_tokenizer("qwen2", tmp_path / "models")
+    assert info.value.code == "tokenizer_missing"
+    assert "Qwen2.5/Qwen3 tokenizer (vocab.json and merges.txt)" in info.value.message
