@@ -101,15 +101,11 @@ def _padded(pixels: np.ndarray) -> np.ndarray:
     return np.pad(pixels, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
 
 
-def _canny_grey(pixels: np.ndarray, low: float, high: float) -> np.ndarray:
+def canny(pixels: np.ndarray, low: float, high: float) -> np.ndarray:
+    """White Canny edges on black (uint8, one channel) of an RGB or grey array."""
     import cv2
 
     return cv2.Canny(pixels, int(low), int(high))
-
-
-def canny(pixels: np.ndarray, low: float, high: float) -> np.ndarray:
-    """White Canny edges on black (uint8, one channel) of an RGB array."""
-    return _canny_grey(pixels, low, high)
 
 
 def pyramid_canny(pixels: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -122,7 +118,7 @@ def pyramid_canny(pixels: np.ndarray, low: float, high: float) -> np.ndarray:
         size = (max(1, int(width * scale)), max(1, int(height * scale)))
         small = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
         edges = np.stack(
-            [_canny_grey(np.ascontiguousarray(small[..., c]), low, high) for c in range(3)], axis=2
+            [canny(np.ascontiguousarray(small[..., c]), low, high) for c in range(3)], axis=2
         ).astype(np.float32) / 255.0
         if blended is None:
             blended = edges
