@@ -245,6 +245,28 @@ def test_a_bad_unit_is_a_422_naming_its_field(server, alice, fields, field, deta
     assert "depth_leres_ultra" not in body["detail"] and "d14c016b" not in body["detail"]
 
 
+def test_no_face_in_a_reference_is_one_sentence_or_goes_on_when_asked(server, alice):
+    blank = b64(Image.new("RGB", (64, 64), (120, 160, 200)))
+    photo = {"init_images": [blank], "denoising_strength": 0.9}
+    unit = ip_unit(image=blank, obscura_crop_face=True)
+    body = refused(post(server, alice, "img2img", small(**photo, **scripts(unit))),
+                   f"{UNIT}.image")
+    assert body["error"] == "no_face_found"
+    plain, _ = painted(post(server, alice, "img2img", small(**photo)))
+    unit["obscura_allow_no_face"] = True
+    went_on, info = painted(post(server, alice, "img2img", small(**photo, **scripts(unit))))
+    assert info["obscura_face_found"] is False
+    assert np.array_equal(went_on, plain)  # painted without the unit, as asked
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"processor_res": 10}, f"{UNIT}.processor_res"),
+    ({"threshold_a": 0}, f"{UNIT}.threshold_a"),
+])
+def test_the_engines_own_unit_errors_name_the_units_field(server, alice, fields, field):
+    refused(post(server, alice, "txt2img", small(**scripts(control_unit(**fields)))), field)
+
+
 def test_an_ip_adapter_module_with_a_controlnet_model_is_refused(server, alice):
     body = refused(post(server, alice, "txt2img", small(**scripts(ip_unit(model=CONTROLNET)))),
                    f"{UNIT}.model")

@@ -93,9 +93,33 @@ UNION_TYPES = {
     "normal map": "normal", "segmentation": "seg", "tile": "tile", "inpaint": "repaint",
 }
 ARGS = "alwayson_scripts.controlnet.args"
-# core.control's error codes that are about one unit (named by its field in the API's answer).
+# core.control's error codes about the units (named by their field in the API's answer): of
+# one unit (its field when the code tells it), of an IP-Adapter unit, of all of them.
 UNIT_CODES = ("control", "ipadapter", "reference", "clip_vision", "no_face", "unknown_control",
-              "unknown_union", "too_many_control", "too_many_references")
+              "unknown_ipadapter", "unknown_union", "union_", "too_many_control",
+              "too_many_ip", "too_many_references")
+IP_CODES = ("ipadapter", "reference", "clip_vision", "no_face", "unknown_ipadapter",
+            "too_many_ip", "too_many_references")
+REQUEST_WIDE = frozenset({
+    "control_wrong_family", "control_with_hires", "too_many_control_units", "clip_vision_missing",
+    "ipadapter_mixed_encoders", "union_mixed", "control_units_invalid",
+})
+SUBFIELD = {
+    **dict.fromkeys(("control_not_an_image", "control_image_missing", "reference_image_missing",
+                     "too_many_ip_references", "too_many_references", "no_face_found"), "image"),
+    **dict.fromkeys(("control_bad_model", "controlnet_wrong_arch", "ipadapter_wrong_arch",
+                     "unknown_controlnet", "unknown_ipadapter", "controlnet_refused",
+                     "ipadapter_refused"), "model"),
+    **dict.fromkeys(("unknown_union_type", "union_type_needed", "union_type_unsupported",
+                     "union_type_not_union"), "union_control_type"),
+    "control_weight_out_of_range": "weight",
+    "control_guidance_out_of_range": "guidance_start",
+    "unknown_control_mode": "control_mode",
+    "unknown_control_resize_mode": "resize_mode",
+    "control_res_out_of_range": "processor_res",
+    "control_threshold_out_of_range": "threshold_a",
+    "unknown_control_module": "module",
+}
 PICTURES_PER_BODY = 4  # base64 pictures' worth of one txt2img/img2img/detect body
 _LINK = re.compile(r"^[a-z][a-z0-9+.-]*:(?://)?", re.I)
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\s]")
@@ -165,14 +189,18 @@ class Units:
         text = str(code or "")
         if not (self.control_args or self.ip_args) or not text.startswith(UNIT_CODES):
             return None
-        index = params.get("index")
-        ip = text.startswith(("ipadapter", "reference", "clip_vision", "no_face"))
+        if text in REQUEST_WIDE:
+            return ARGS
+        ip = text.startswith(IP_CODES)
         rows = self.ip_args if ip else self.control_args
+        index = params.get("index")
         if isinstance(index, int) and 0 <= index < len(rows):
-            return f"{ARGS}.{rows[index]}"
-        if len(rows) == 1:
-            return f"{ARGS}.{rows[0]}"
-        return ARGS
+            where = f"{ARGS}.{rows[index]}"
+        elif len(rows) == 1:
+            where = f"{ARGS}.{rows[0]}"
+        else:
+            return ARGS
+        return f"{where}.{SUBFIELD[text]}" if text in SUBFIELD else where
 
 
 def add_units(inputs: RunInputs, units: Units) -> None:
