@@ -540,7 +540,11 @@ def plan_model(
             break
     else:
         # Nothing fits: say what would. RAM first (no GPU mode can help), then the GPU.
-        placement, storage, vram, ram = min(tried, key=lambda t: (t[3], t[2]))
+        # The mode named is the least RAM one, model offload among equals (every native mode
+        # needs all the weights in RAM: it is the usual way to run a model bigger than the GPU).
+        placement, storage, vram, ram = min(
+            tried, key=lambda t: (t[3], t[0] != "model-offload", t[2])
+        )
         if not ram_ok(ram):
             assert free_ram is not None
             label = Plan(device, dtype, "none", False, False, placement=placement, storage=storage)
