@@ -324,7 +324,9 @@ def portrait_request(
         ))
     width, height = portrait_size(info, photo_size)
     spec = info.spec
-    own_defaults = info.is_demo or getattr(info, "variant", "") == "turbo"
+    # Turbo, the demo model and the architectures without a recipe keep their own numbers.
+    own_defaults = (info.is_demo or getattr(info, "variant", "") == "turbo"
+                    or info.arch not in RECIPES)
     return GenerationRequest(
         prompt=styled,
         negative_prompt=negative,

@@ -28,6 +28,7 @@ SD1 = ModelInfo("photon", Path("/m/photon.safetensors"), "sd1", "base", "single-
 SDXL = ModelInfo("juggernaut", Path("/m/jugg.safetensors"), "sdxl", "base", "single-file")
 SD2 = ModelInfo("sd21", Path("/m/sd21.safetensors"), "sd2", "base", "single-file")
 DEMO = ModelInfo("demo-tiny-sd", Path("/m/demo"), "sd1", "base", "diffusers", is_demo=True)
+KLEIN = ModelInfo("klein", Path("/m/klein"), "flux2", "klein", "diffusers")
 
 # The published files (h94/IP-Adapter, lllyasviel, xinsir, ComfyUI's clip_vision names) as
 # header files with their real widths, in Obscura's folders; the library reads their kinds.
@@ -166,6 +167,12 @@ def test_missing_models_refuse_the_request_unless_the_person_goes_on_without(ful
     # with the adapter there, the checkbox lets a photo with no face go on without it
     assert request(SD1, full, without_face_keeping=True).ip_adapters[0].allow_no_face
     assert request(SD2, full, without_face_keeping=True).ip_adapters == []
+    # a family without a recipe (FLUX.2 [klein]: 4 distilled steps) keeps its own numbers
+    klein = request(KLEIN, full, keep_pose=True, without_face_keeping=True)
+    assert klein.ip_adapters == [] and klein.controlnets == []
+    assert (klein.num_inference_steps, klein.sampler, klein.guidance_scale) == (
+        KLEIN.spec.default_steps, KLEIN.spec.default_sampler, KLEIN.spec.default_guidance)
+    assert missing_error(KLEIN, full).code == "portrait_arch_unsupported"
 
 
 def test_plus_face_is_preferred_to_other_adapters(tmp_path):

@@ -17,6 +17,7 @@ Every input has a default, so a script can call it with a photo alone
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import gradio as gr
@@ -186,8 +187,9 @@ def build(studio: Studio) -> None:
                 raise gr.Error(text("no_photo", lang), print_exception=False)
             # Scrubbed here (the run path takes the clean picture as it is) to know the photo's
             # upright size: the result keeps its proportions.
-            picture = scrub(data, max_bytes=studio.max_upload_bytes,
-                            max_pixels=studio.max_upload_pixels)
+            picture = await asyncio.to_thread(  # decoding must not hold up the event loop
+                scrub, data, max_bytes=studio.max_upload_bytes,
+                max_pixels=studio.max_upload_pixels)
             del data
             chosen = (_default_style(studio) if style is None
                       else find_style(studio.styles, _text(style)))
