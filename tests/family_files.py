@@ -338,12 +338,22 @@ def build_components(arch: str, variant: str | None = None, seed: int = 0) -> di
 
 
 def _qwen_processor() -> Any:
+    """Qwen-Image Edit's Qwen2.5-VL processor. transformers 5 builds it with its video processor,
+    which needs torchvision: without it this raises RuntimeError (so do the real Edit models)."""
+    import transformers
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
 
     image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 64)
+    try:
+        video_processor = transformers.Qwen2VLVideoProcessor()
+    except ImportError as exc:
+        raise RuntimeError(
+            "Qwen-Image Edit's processor needs torchvision (transformers' Qwen2-VL video "
+            "processor); it is not installed"
+        ) from exc
     return Qwen2_5_VLProcessor(
         image_processor=image_processor, tokenizer=qwen_tokenizer(),
-        chat_template=QWEN_CHAT_TEMPLATE,
+        video_processor=video_processor, chat_template=QWEN_CHAT_TEMPLATE,
     )
 
 
@@ -460,6 +470,21 @@ def save_family(
         )
     written["vae"] = _save_tensors(vae, path / "vae" / f"{_part_name(arch, variant, 'vae')}.safetensors")
     return written
+
+
+def save_family_config(path: Path, arch: str, variant: str | None = None) -> Path:
+    """The tiny model's config folder without weights (model_index.json, each component's
+    config, tokenizers, scheduler): what core/configs/<arch>-<variant>/ is for the real models,
+    for loading the "parts"/"single-file"/"gguf" layouts of the tiny ones."""
+    import diffusers
+
+    variant = variant or DEFAULT_VARIANT[arch]
+    cls = getattr(diffusers, pipeline_class_name(arch, variant))
+    pipe = cls(**build_components(arch, variant))
+    pipe.save_pretrained(str(path), safe_serialization=True)
+    for weights in Path(path).rglob("*.safetensors"):
+        weights.unlink()
+    return Path(path)
 
 
 def write_header_file(path: Path, shapes: dict[str, list[int]], dtype: str = "F16",
