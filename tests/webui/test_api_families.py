@@ -161,3 +161,26 @@ def test_obscura_generate_paints_with_a_flow_family_and_names_what_it_ignored(
     assert KLEIN in result.stdout and "seed 3" in result.stdout
     lines = [line for line in result.stderr.splitlines() if line.startswith("Not used")]
     assert lines == ["Not used by this model: prompt weights, --negative-prompt, --guidance."]
+
+
+def test_obscura_generate_edits_with_reference_pictures(family_models: Path,
+                                                       tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from webui.cli import main
+
+    photo, reference = tmp_path / "photo.png", tmp_path / "ref.png"
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(photo)
+    Image.linear_gradient("L").resize((64, 80)).convert("RGB").save(reference)
+    common = ["generate", "--data-dir", str(tmp_path / "data"), "--models-dir",
+              str(family_models), "--model", KLEIN, "--prompt", "make it blue", "--steps", "2",
+              "--seed", "4", "--image", str(photo)]
+    out = tmp_path / "edit.png"
+    result = CliRunner().invoke(main, [*common, "--reference", str(reference), "--out", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (64, 64)
+    five = CliRunner().invoke(main, [*common, *["--reference", str(reference)] * 5,
+                                     "--out", str(tmp_path / "no.png")])
+    assert five.exit_code != 0 and "At most 4 reference pictures" in five.output
+    assert not (tmp_path / "no.png").exists()

@@ -79,6 +79,13 @@ def _read_upload(path: Path, *, mask: bool):  # -> PIL.Image.Image
     help="Repaint only the white area of this mask (inpainting; needs --image, same size).",
 )
 @click.option(
+    "--reference",
+    "reference_paths",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A reference picture for an edit model (FLUX.2 [klein], FLUX.1 Kontext, Qwen-Image-Edit); repeat for up to 4.",
+)
+@click.option(
     "--strength",
     type=float,
     default=0.75,
@@ -155,6 +162,7 @@ def generate(
     negative_prompt: str,
     image_path: Path | None,
     mask_path: Path | None,
+    reference_paths: tuple[Path, ...],
     strength: float,
     model: str | None,
     num_inference_steps: int | None,
@@ -183,6 +191,7 @@ def generate(
       obscura generate --prompt "a red scarf" --image me.jpg --mask scarf.png --out scarf.png
     """
     from core.engine import Engine, GenerationRequest
+    from core.flow import MAX_REFERENCES
     from core.registry import ModelRegistry
     from privacy.output import encode_picture
     from webui.infotext import infotext
@@ -198,6 +207,9 @@ def generate(
     try:
         image = _read_upload(image_path, mask=False) if image_path else None
         mask = _read_upload(mask_path, mask=True) if mask_path else None
+        if len(reference_paths) > MAX_REFERENCES:
+            raise click.ClickException(f"At most {MAX_REFERENCES} reference pictures (--reference).")
+        references = [_read_upload(path, mask=False) for path in reference_paths]
         registry = ModelRegistry(settings.models_path, settings.embeddings_dir)
         engine = Engine(
             registry,
@@ -211,6 +223,7 @@ def generate(
             negative_prompt=negative_prompt,
             image=image,
             mask=mask,
+            references=references,
             strength=strength,
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,

@@ -28,6 +28,7 @@ from core.engine import (
 )
 from core.errors import InputError
 from core.families import family_of, is_flow
+from core.flow import MAX_REFERENCES  # extra reference pictures of an edit model
 from core.planner import describe
 from core.registry import ModelInfo
 from core.samplers import sampler_names
@@ -40,7 +41,6 @@ from webui.studio import Studio
 from webui.styles import find_style
 
 log = logging.getLogger("obscura.webui")
-MAX_REFERENCES = 4  # extra reference pictures of an edit model (FLUX.2, Qwen-Image-Edit Plus)
 # After the first status, an update (step, place in line, preview) is sent at most this often
 # per job; the end is sent at once. Every update costs Gradio a postprocess, a diff and an SSE
 # message (with 20 people waiting, every job that ends moves 19 places in line); a preview is
