@@ -258,7 +258,12 @@ def detect_transformer(header: dict[str, Any], name: str) -> Transformer:
             needs = {"context": context_width, "pooled": (shape(pooled) + [0, 0])[1]}
             return Transformer(arch, variant, layout, prefix, out_features // 4, needs)
         if guided:
-            variant = "dev"
+            raise ModelError(
+                "unknown_arch",
+                "FLUX.2 [dev] transformer files are not supported (its Mistral Small 3.1 text "
+                "encoder has no file layout Obscura reads); use its diffusers folder, or FLUX.2 "
+                "[klein] (see docs/models.md).",
+            )
         else:
             variant = "klein-base" if "base" in low else "klein"
         size = {3 * 2560: "4B", 3 * 4096: "9B"}.get(context_width, "")

@@ -264,6 +264,7 @@ def test_sd3_flux2_zimage_qwen_from_original_keys(tmp_path: Path):
     sd3_original(d / "sd3.5_large_turbo.safetensors", layers=38)
     flux2_bfl(d / "flux-2-klein-4b.safetensors")
     flux2_bfl(d / "flux-2-klein-base-9b.safetensors", text_width=4096)
+    flux2_bfl(d / "flux2_dev_fp8mixed.safetensors", text_width=5120, guidance=True)
     zimage_original(d / "z_image_turbo_bf16.safetensors")
     qwen_image(d / "qwen_image_fp8_e4m3fn.safetensors")
     qwen_image(d / "qwen_image_edit_2509_fp8_e4m3fn.safetensors")
@@ -281,6 +282,9 @@ def test_sd3_flux2_zimage_qwen_from_original_keys(tmp_path: Path):
         "qwen_image_fp8_e4m3fn": ("qwenimage", "base", "Qwen-Image"),
         "qwen_image_edit_2509_fp8_e4m3fn": ("qwenimage", "edit-plus", "Qwen-Image Edit Plus"),
     }
+    assert "FLUX.2 [dev] transformer files are not supported" in _refusal(
+        lib, "flux2_dev_fp8mixed", "diffusion_model"
+    )
 
 
 def test_diffusers_layout_transformer_files(tmp_path: Path):
