@@ -19,6 +19,7 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from leftovers import files_in, plaintext_images, wait_until
 from PIL import Image
 
 from core.engine import Engine
@@ -200,6 +201,25 @@ def test_with_the_face_models_the_page_keeps_the_face(equipped):
     assert kept[0].size == plain[0].size and kept[0].tobytes() != plain[0].tobytes()
     posed = pictures_of(ui.predict(likeness=1.0, keep_pose=True, **common))
     assert posed[0].tobytes() != kept[0].tobytes()
+    no_trace_left(equipped)
+
+
+def no_trace_left(server) -> None:
+    """The photo went the one run path: nothing of it stays on disk, in the RAM folder or in
+    the server's temp folder (no image file, and not its raw pixels either)."""
+    spool = server.data_dir / "spool"
+    assert wait_until(lambda: [f for f in files_in(spool) if not f.endswith(".obscura-spool")]
+                      == [])
+    assert wait_until(lambda: files_in(server.ram_dir / "gradio") == [])
+    models = server.data_dir / "models"
+    for folder in (server.data_dir, server.ram_dir, server.system_tmp):
+        assert plaintext_images(folder, skip=(models,)) == []
+    pixels = Image.open(FACE).convert("RGB").tobytes()
+    row = pixels[128 * 256 * 3:129 * 256 * 3]  # one row of the face, as raw RGB
+    for folder in (server.data_dir, server.ram_dir, server.system_tmp):
+        for name in files_in(folder):
+            if not Path(name).is_relative_to(models):
+                assert row not in Path(name).read_bytes(), name
 
 
 def test_a_photo_without_a_face_is_one_sentence_unless_the_person_goes_on(equipped, tmp_path):
