@@ -37,10 +37,12 @@ def guard() -> Iterator[list[str]]:
 @pytest.fixture(scope="module")
 def family_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from family_files import save_family
+    from library_files import ldm_vae
 
     folder = tmp_path_factory.mktemp("family-models")
     save_family(folder / "diffusers" / KLEIN, "flux2", "klein", "diffusers")
     save_family(folder / "diffusers" / SD35, "sd3", "medium", "diffusers")
+    ldm_vae(folder / "vae" / "sd-vae.safetensors")  # an SD VAE, for the saved-VAE test
     return folder
 
 
@@ -136,6 +138,18 @@ def test_init_images_after_the_first_are_an_edit_models_references(server: Runni
                                            override_settings={"sd_model_checkpoint": SD35}))
     assert answer.status_code == 200, answer.text
     assert "init_images[1:]" in json.loads(answer.json()["info"])["obscura_ignored"]
+
+
+def test_a_saved_sd_vae_is_not_used_for_a_flow_family_and_is_named(server: Running) -> None:
+    assert post(server, "options", {"sd_vae": "sd-vae.safetensors"}).status_code == 200
+    try:
+        answer = post(server, "txt2img", small())
+        assert answer.status_code == 200, answer.text
+        assert "sd_vae" in json.loads(answer.json()["info"])["obscura_ignored"]
+        asked = post(server, "txt2img", small(override_settings={"sd_vae": "sd-vae.safetensors"}))
+        assert asked.status_code == 422 and "VAE" in asked.text  # asked in the call: refused
+    finally:
+        assert post(server, "options", {"sd_vae": "Automatic"}).status_code == 200
 
 
 def test_nothing_left_the_machine(server: Running, guard: list[str]) -> None:

@@ -196,6 +196,11 @@ class Generation:
         model = model_name(override) if override else self.models.of(owner)
         settings = body.override_settings
         vae = self.models.vae_of(owner)
+        chosen = self.info_of(model)
+        if vae is not None and chosen is not None and is_flow(chosen):
+            # The caller's saved VAE (POST options) is an SD one: not for this family; named
+            # in obscura_ignored as sd_vae. Asked for in this call, the engine refuses it.
+            vae = None
         if "sd_vae" in settings:
             vae = library_vae(self.studio, settings["sd_vae"], "override_settings.sd_vae")
         clip_skip = self.models.clip_skip_of(owner)
@@ -282,6 +287,10 @@ class Generation:
         if answer is None:
             return Response(status_code=499)  # hung up: nobody reads it
         images, info = await asyncio.to_thread(self.deliver, body, inputs, answer, units)
+        model = self.info_of(inputs.request.model)
+        if (model is not None and is_flow(model) and "sd_vae" not in body.override_settings
+                and self.models.vae_of(viewer.user_id) is not None):
+            info["obscura_ignored"].append("sd_vae")  # the saved SD VAE: not for this family
         parameters = body.model_dump(mode="json")
         for name in ("init_images", "mask"):
             if name in parameters:
