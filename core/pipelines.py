@@ -189,16 +189,22 @@ def flow_config_folder(info: ModelInfo) -> Path:
     return Path(str(resources.files("core.configs").joinpath(info.config_name)))  # FLUX.2 [klein] 9B: "flux2-klein-9b"
 
 
-def _component_class(pipeline_cls: Any, component: str) -> Any:
-    """The class a pipeline's ``__init__`` annotates a component with (diffusers' own typing)."""
+def _component_class(pipeline_cls: Any, component: str, config: Path) -> Any:
+    """The class of one component, as the shipped folder's ``model_index.json`` names it
+    (diffusers or transformers only), else as the pipeline's ``__init__`` annotates it."""
+    import importlib
     import inspect
+    import json
 
-    annotation = inspect.signature(pipeline_cls.__init__).parameters[component].annotation
-    if isinstance(annotation, str):  # postponed annotations: resolve in the pipeline's module
-        import sys
-
-        annotation = eval(annotation, vars(sys.modules[pipeline_cls.__module__]))  # noqa: S307
-    return annotation
+    try:
+        entry = json.loads((config / "model_index.json").read_text("utf-8")).get(component)
+    except (OSError, ValueError):
+        entry = None
+    if isinstance(entry, list) and len(entry) == 2 and entry[0] in ("diffusers", "transformers"):
+        found = getattr(importlib.import_module(entry[0]), str(entry[1]), None)
+        if found is not None:
+            return found
+    return inspect.signature(pipeline_cls.__init__).parameters[component].annotation
 
 
 def _base_class(info: ModelInfo) -> Any:
@@ -243,17 +249,21 @@ def _load_flow_parts(cls: Any, info: ModelInfo, dtype: torch.dtype) -> Any:
         )
     parts = dict(info.parts)
     components: dict[str, Any] = {}
-    transformer_cls = _component_class(cls, "transformer")
+    transformer_cls = _component_class(cls, "transformer", config)
     extra: dict[str, Any] = {}
     if info.format == "gguf":
         from diffusers import GGUFQuantizationConfig
 
         extra["quantization_config"] = GGUFQuantizationConfig(compute_dtype=dtype)
     source = parts.get("transformer", str(info.path))
+    checkpoint: Any = source
+    if info.format != "gguf":  # a diffusers-layout file loads as it is, an original one converts
+        checkpoint = _strip(_read_tensors(Path(source)), _TRANSFORMER_PREFIXES)
     components["transformer"] = transformer_cls.from_single_file(
-        source, config=str(config), subfolder="transformer", local_files_only=True,
+        checkpoint, config=str(config), subfolder="transformer", local_files_only=True,
         torch_dtype=dtype, **extra,
     )
+    del checkpoint
     for name in _WEIGHTS[1:]:
         if not (config / name).is_dir():
             continue
@@ -264,72 +274,100 @@ def _load_flow_parts(cls: Any, info: ModelInfo, dtype: torch.dtype) -> Any:
                 "A part of this model (text encoder or VAE) is missing; put it in the models "
                 "folder (see docs/models.md).",
             )
-        component_cls = _component_class(cls, name)
+        component_cls = _component_class(cls, name, config)
         if name == "vae":
             components[name] = _load_vae_file(component_cls, Path(path), config, dtype)
         else:
-            components[name] = _load_text_encoder(component_cls, Path(path), config / name, dtype)
+            comfy = _COMFY_ENCODERS.get((info.arch, name), ())
+            components[name] = _load_text_encoder(
+                component_cls, Path(path), config / name, dtype, comfy
+            )
     return cls.from_pretrained(
         str(config), local_files_only=True, dtype=dtype, **components
     )
 
 
-# Prefixes the text encoder files people have put before the transformers names (ComfyUI's
-# all-in-one checkpoints and some exports), tried in this order.
+# Prefixes an all-in-one checkpoint puts before each part's names (ComfyUI's saved checkpoints,
+# SD 3.5 *_incl_clips), tried in this order; a part file of its own has none.
+_TRANSFORMER_PREFIXES = ("model.diffusion_model.",)
+_VAE_PREFIXES = ("vae.", "first_stage_model.")
 _ENCODER_PREFIXES = (
-    "text_encoders.t5xxl.transformer.", "text_encoders.clip_l.transformer.",
-    "text_encoders.clip_g.transformer.", "text_encoders.qwen25_7b.transformer.",
-    "text_encoders.qwen3_4b.transformer.", "cond_stage_model.transformer.", "transformer.",
+    "text_encoders.{name}.transformer.", "text_encoders.{name}.", "cond_stage_model.transformer.",
 )
+# The names ComfyUI gives each text encoder in an all-in-one checkpoint, per (arch, component).
+_COMFY_ENCODERS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("sd3", "text_encoder"): ("clip_l",),
+    ("sd3", "text_encoder_2"): ("clip_g",),
+    ("sd3", "text_encoder_3"): ("t5xxl",),
+    ("flux1", "text_encoder"): ("clip_l",),
+    ("flux1", "text_encoder_2"): ("t5xxl",),
+    ("flux2", "text_encoder"): ("qwen3_4b", "qwen3_8b", "mistral3_24b"),
+    ("zimage", "text_encoder"): ("qwen3_4b",),
+    ("qwenimage", "text_encoder"): ("qwen25_7b",),
+}
 
 
-def _load_text_encoder(cls: Any, path: Path, config_dir: Path, dtype: torch.dtype) -> Any:
-    """A transformers text encoder from one ``.safetensors`` file and its shipped config:
-    built empty (meta tensors), then filled from the file; a file that leaves any weight
-    unfilled is refused."""
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _strip(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The tensors under the first of ``prefixes`` that has any; all of them when none has."""
+    for prefix in prefixes:
+        picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if picked:
+            return picked
+    return state
+
+
+def _load_text_encoder(
+    cls: Any, path: Path, config_dir: Path, dtype: torch.dtype, comfy: tuple[str, ...] = ()
+) -> Any:
+    """A transformers text encoder from one ``.safetensors`` file and its shipped config
+    (transformers' own loading, from the tensors); a file that leaves any weight of the
+    encoder unfilled is refused rather than run with random weights."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(str(config_dir), local_files_only=True)
     with torch.device("meta"):
-        model = cls(config)
-    state = load_file(str(path))
-    wanted = set(model.state_dict())
-    for prefix in ("", *_ENCODER_PREFIXES):
-        picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if picked and wanted & set(picked):
-            state = picked
-            break
-    state = {k: v.to(dtype) for k, v in state.items() if k in wanted}
-    missing = wanted - set(state)
-    tied = getattr(model, "_tied_weights_keys", None) or {}
-    missing -= set(tied)
-    if missing:
-        raise ModelError("model_part_mismatch", PART_MISMATCH)
-    model.load_state_dict(state, strict=False, assign=True)
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
-    if any(p.device.type == "meta" for p in model.parameters()):
+        wanted = set(cls(config).state_dict())
+    state = _read_tensors(path)
+    if not wanted & set(state):
+        tried = [p.format(name=n) for n in comfy for p in _ENCODER_PREFIXES]
+        for prefix in [*tried, "model.", ""]:
+            picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if wanted & set(picked):
+                state = picked
+                break
+    state = {k: v for k, v in state.items() if k in wanted}
+    model, loading = cls.from_pretrained(
+        None, config=config, state_dict=state, dtype=dtype, output_loading_info=True
+    )
+    tied = set(getattr(model, "_tied_weights_keys", None) or ())
+    if set(loading.get("missing_keys", ())) - tied:
         raise ModelError("model_part_mismatch", PART_MISMATCH)
     return model.eval()
 
 
 def _load_vae_file(cls: Any, path: Path, config: Path, dtype: torch.dtype) -> Any:
-    if hasattr(cls, "from_single_file"):
-        try:
+    state = _strip(_read_tensors(path), _VAE_PREFIXES)
+    vae_config = cls.load_config(str(config), subfolder="vae", local_files_only=True)
+    with torch.device("meta"):
+        wanted = set(cls.from_config(vae_config).state_dict())
+    if not wanted <= set(state) and hasattr(cls, "from_single_file"):
+        try:  # an original-layout (LDM) VAE: diffusers converts it
             return cls.from_single_file(
-                str(path), config=str(config), subfolder="vae", local_files_only=True,
+                state, config=str(config), subfolder="vae", local_files_only=True,
                 torch_dtype=dtype,
             )
         except ValueError:
-            pass  # a class diffusers' single-file loader does not know: diffusers names below
-    from safetensors.torch import load_file
-
-    vae = cls.from_config(cls.load_config(str(config), subfolder="vae", local_files_only=True))
-    state = load_file(str(path))
-    result = vae.load_state_dict(state, strict=False)
-    if result.missing_keys:
+            pass  # a class diffusers' single-file loader does not convert: refused below
+    if not wanted <= set(state):
         raise ModelError("model_part_mismatch", PART_MISMATCH)
+    vae = cls.from_config(vae_config)
+    vae.load_state_dict({k: state[k] for k in wanted}, strict=True)
     return vae.to(dtype).eval()
 
 
