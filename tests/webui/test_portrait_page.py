@@ -120,6 +120,7 @@ def test_going_on_without_face_keeping_paints_styled_variants(ui: Client):
     # The result keeps the photo's proportions at the model's size (a square photo: square).
     assert pictures[0].size == (256, 256)
     assert "11" in answer[2]
+    assert catalogue("en")["messages"]["portrait_painted_plain"] in answer[2]
 
 
 @pytest.mark.parametrize(

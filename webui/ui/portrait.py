@@ -210,8 +210,13 @@ def build(studio: Studio) -> None:
             )
         except (InputError, PrivacyError) as err:
             raise gr.Error(error_text(err, lang), print_exception=False) from None
+        # Styled img2img only (the person chose to go on without the face models): say so.
+        plain = text("portrait_painted_plain", lang) if not generation.ip_adapters else ""
         async for update in stream(studio, request, generation, photo=picture):
-            yield update
+            pictures, preview, status, seed = update
+            if plain and pictures is not None:
+                status = f"{status} {plain}"
+            yield pictures, preview, status, seed
 
     go.click(
         portrait,
