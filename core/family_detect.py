@@ -636,3 +636,120 @@ def missing_sentence(t: Transformer, missing: list[str], text_folder: str, vae_f
     if "vae" in missing:
         pieces.append(f"{VAE_TITLES.get(t.arch, 'its VAE')} in {vae_folder}")
     return f"{t.title} needs {' and '.join(pieces)} (see docs/models.md)."
+
+
+# -- transformer config from the header -------------------------------------------------------
+def derive_transformer_config(header: dict[str, Any], arch: str, layout: str, prefix: str) -> dict[str, Any]:
+    """The transformer config values a header's shapes settle (layer counts, widths, heads,
+    channels, guidance embedding), under diffusers' config names. Laid over the shipped config
+    they make a pruned or resized model (and the tiny test models) load as they are; what shapes
+    cannot tell (rope axes, theta, mlp ratio) stays the shipped value."""
+    keys = {k for k in header if k != "__metadata__"}
+
+    def shape(key: str) -> list[int]:
+        return shape_of(header, prefix + key)
+
+    def first(*names: str) -> list[int]:
+        for name in names:
+            found = shape(name)
+            if found:
+                return found
+        return []
+
+    def count(sub: str) -> int:
+        return _count(keys, prefix + sub)
+
+    out: dict[str, Any] = {}
+    if arch in ("flux1", "flux2"):
+        original = layout == "original"
+        embed = shape("img_in.weight" if original else "x_embedder.weight")
+        head = first("double_blocks.0.img_attn.norm.key_norm.scale", "transformer_blocks.0.attn.norm_k.weight")
+        if len(embed) == 2:
+            out["in_channels"] = embed[1]
+            if head:
+                out["attention_head_dim"] = head[0]
+                out["num_attention_heads"] = embed[0] // head[0]
+        out["num_layers"] = count("double_blocks." if original else "transformer_blocks.")
+        out["num_single_layers"] = count("single_blocks." if original else "single_transformer_blocks.")
+        final = shape("final_layer.linear.weight" if original else "proj_out.weight")
+        if final:
+            out["out_channels"] = final[0]
+        context = shape("txt_in.weight" if original else "context_embedder.weight")
+        if len(context) == 2:
+            out["joint_attention_dim"] = context[1]
+        guided = any(
+            prefix + k in keys
+            for k in ("guidance_in.in_layer.weight", "time_text_embed.guidance_embedder.linear_1.weight",
+                      "time_guidance_embed.guidance_embedder.linear_1.weight")
+        )
+        out["guidance_embeds"] = guided
+        if arch == "flux1":
+            pooled = shape("vector_in.in_layer.weight" if original else "time_text_embed.text_embedder.linear_1.weight")
+            if len(pooled) == 2:
+                out["pooled_projection_dim"] = pooled[1]
+    elif arch == "sd3":
+        original = layout == "original"
+        embed = shape("x_embedder.proj.weight" if original else "pos_embed.proj.weight")
+        blocks = "joint_blocks." if original else "transformer_blocks."
+        out["num_layers"] = count(blocks)
+        head = first("joint_blocks.0.x_block.attn.ln_q.weight", "transformer_blocks.0.attn.norm_q.weight")
+        head_dim = head[0] if head else 64
+        if len(embed) == 4:
+            out["in_channels"], out["patch_size"] = embed[1], embed[2]
+            out["attention_head_dim"] = head_dim
+            out["num_attention_heads"] = embed[0] // head_dim
+        context = shape("context_embedder.weight")
+        if len(context) == 2:
+            out["caption_projection_dim"], out["joint_attention_dim"] = context
+        pooled = shape("y_embedder.mlp.0.weight" if original else "time_text_embed.text_embedder.linear_1.weight")
+        if len(pooled) == 2:
+            out["pooled_projection_dim"] = pooled[1]
+        pos = shape("pos_embed" if original else "pos_embed.pos_embed")
+        if len(pos) == 3:
+            side = round(pos[1] ** 0.5)
+            if side * side == pos[1]:
+                out["pos_embed_max_size"] = side
+        attn2 = ".x_block.attn2.qkv.weight" if original else ".attn2.to_q.weight"
+        out["dual_attention_layers"] = sorted(
+            i for i in range(out["num_layers"]) if f"{prefix}{blocks}{i}{attn2}" in keys
+        )
+        out["qk_norm"] = "rms_norm" if head else None
+        final = shape("final_layer.linear.weight" if original else "proj_out.weight")
+        if final and out.get("patch_size"):
+            out["out_channels"] = final[0] // (out["patch_size"] ** 2)
+    elif arch == "zimage":
+        original = layout == "original"
+        embed = shape("x_embedder.weight" if original else "all_x_embedder.2-1.weight")
+        out["n_layers"] = count("layers.")
+        out["n_refiner_layers"] = count("noise_refiner.")
+        head = first("layers.0.attention.k_norm.weight", "layers.0.attention.norm_k.weight")
+        if len(embed) == 2:
+            out["dim"] = embed[0]
+            out["in_channels"] = embed[1] // 4  # 2 x 2 patches, one frame
+            if head:
+                out["n_heads"] = embed[0] // head[0]
+                keys_rows = shape("layers.0.attention.to_k.weight")
+                qkv = shape("layers.0.attention.qkv.weight")
+                if keys_rows:
+                    out["n_kv_heads"] = keys_rows[0] // head[0]
+                elif qkv:
+                    out["n_kv_heads"] = (qkv[0] // head[0] - out["n_heads"]) // 2
+        caption = shape("cap_embedder.1.weight")
+        if len(caption) == 2:
+            out["cap_feat_dim"] = caption[1]
+    elif arch == "qwenimage":
+        embed = shape("img_in.weight")
+        out["num_layers"] = count("transformer_blocks.")
+        head = shape("transformer_blocks.0.attn.norm_k.weight")
+        if len(embed) == 2:
+            out["in_channels"] = embed[1]
+            if head:
+                out["attention_head_dim"] = head[0]
+                out["num_attention_heads"] = embed[0] // head[0]
+        context = shape("txt_in.weight")
+        if len(context) == 2:
+            out["joint_attention_dim"] = context[1]
+        final = shape("proj_out.weight")
+        if final:
+            out["out_channels"] = final[0] // 4
+    return {k: v for k, v in out.items() if not (type(v) is int and v == 0)}

@@ -62,6 +62,7 @@ from core.family_detect import (
     EMBEDDED_VAE,
     Part,
     Transformer,
+    derive_transformer_config,
     detect_text_encoder,
     detect_transformer,
     is_scaled_fp8,
@@ -575,6 +576,7 @@ def _transformer_detail(header: dict[str, Any], name: str) -> tuple[str, dict[st
         "size": found.size,
         "title": found.title,
         "embedded": embedded,
+        "config": derive_transformer_config(header, found.arch, found.layout, found.prefix),
     }
     return found.arch, detail
 
@@ -965,6 +967,7 @@ class ModelLibrary:
                 "transformer_prefix": transformer.prefix,
                 "title": transformer.title,
                 "size": transformer.size,
+                "transformer_config": dict(detail.get("config") or {}),
                 "file_name": detail.get("file_name", item.path.name),
                 "relative": detail.get("relative", item.path.name),
             }

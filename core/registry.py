@@ -122,6 +122,14 @@ class ModelInfo:
     parts: tuple[tuple[str, str], ...] = ()
     # FLUX.2 [klein]: "4B" | "9B" (read from the transformer's widths); "" where one size exists
     size: str = ""
+    # Transformer config values the file's shapes settle (core/family_detect.py
+    # derive_transformer_config), as (key, value) pairs, lists as tuples; lay them over the
+    # shipped config's (transformer_config) to load a file of another depth or width.
+    derived_config: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def transformer_config(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.derived_config}
 
     @property
     def config_name(self) -> str:
@@ -350,6 +358,10 @@ class ModelRegistry:
                 bool(item.detail.get("is_demo", False)),
                 tuple((str(c), str(p)) for c, p in item.detail.get("parts", ())),
                 str(item.detail.get("size", "")),
+                tuple(
+                    (str(k), tuple(v) if isinstance(v, list) else v)
+                    for k, v in sorted((item.detail.get("transformer_config") or {}).items())
+                ),
             )
             for item in self.library.items("checkpoint")
         ]

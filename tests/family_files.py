@@ -252,7 +252,7 @@ def build_components(arch: str, variant: str | None = None, seed: int = 0) -> di
                 joint_attention_dim=32, pooled_projection_dim=80, out_channels=16,
                 pos_embed_max_size=64,
                 dual_attention_layers=(0,) if variant == "medium" else (),
-                qk_norm="rms_norm" if variant == "medium" else None,
+                qk_norm="rms_norm",  # SD 3.5 Medium and Large both have it
             ),
             "text_encoder": _clip(32, 32),  # CLIP-L (tiny: the narrower)
             "text_encoder_2": _clip(48, 48),  # CLIP-G (OpenCLIP bigG; tiny: the wider)

@@ -726,3 +726,46 @@ def test_a_missing_tokenizer_says_which_file(tmp_path: Path):
         load_tokenizer("qwen2", tmp_path / "models")
     assert info.value.code == "tokenizer_missing"
     assert "Qwen2.5/Qwen3 tokenizer (vocab.json and merges.txt)" in info.value.message
+
+
+# -- transformer config from the header ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("arch", "variant"),
+    [("sd3", "medium"), ("sd3", "large"), ("flux1", "schnell"), ("flux1", "fill"),
+     ("flux2", "klein"), ("zimage", "turbo"), ("qwenimage", "base")],
+)
+def test_the_header_settles_the_transformer_config(tmp_path: Path, arch: str, variant: str):
+    from family_files import build_components
+
+    save_family(tmp_path, arch, variant, fmt="parts")
+    (tmp_path / "checkpoints").mkdir()
+    [info] = ModelRegistry(tmp_path).models
+    derived = info.transformer_config
+    real = dict(build_components(arch, variant)["transformer"].config)
+    assert len(derived) >= 6
+    for key, value in derived.items():
+        want = real[key]
+        want = list(want) if isinstance(want, tuple) else want
+        if key == "out_channels" and want is None:
+            want = real["in_channels"]
+        assert value == want, (key, value, want)
+
+
+def test_the_header_settles_flux1_depth_and_widths_in_bfl_names(tmp_path: Path):
+    shapes = {
+        "img_in.weight": [3072, 64], "txt_in.weight": [3072, 4096],
+        "vector_in.in_layer.weight": [3072, 768], "final_layer.linear.weight": [64, 3072],
+        "guidance_in.in_layer.weight": [3072, 256],
+    }
+    shapes.update({f"double_blocks.{i}.img_attn.norm.key_norm.scale": [128] for i in range(8)})
+    shapes.update({f"single_blocks.{i}.linear1.weight": [4, 4] for i in range(20)})  # a "lite" FLUX
+    write_header_file(tmp_path / "diffusion_models" / "flux.1-lite-8B.safetensors", shapes)
+    [item] = _library(tmp_path).items("diffusion_model")
+    assert item.detail["config"] == {
+        "in_channels": 64, "attention_head_dim": 128, "num_attention_heads": 24, "num_layers": 8,
+        "num_single_layers": 20, "out_channels": 64, "joint_attention_dim": 4096,
+        "guidance_embeds": True, "pooled_projection_dim": 768,
+    }
+    shipped = _json(CONFIGS / "flux1-dev" / "transformer" / "config.json")
+    assert {k: shipped[k] for k in ("num_attention_heads", "joint_attention_dim", "attention_head_dim")} == {
+        "num_attention_heads": 24, "joint_attention_dim": 4096, "attention_head_dim": 128}
