@@ -546,7 +546,7 @@ def _units_class(union: bool) -> type:
 
     base: type = MultiControlNetUnionModel if union else MultiControlNetModel
 
-    class _Units(base):  # type: ignore[misc, valid-type]
+    class _Units(base):
         def __init__(self, nets: list[Any], modes: list[str], cfg: Callable[[], bool]) -> None:
             super().__init__(nets)
             self.modes = list(modes)
@@ -684,21 +684,9 @@ def _load_failed(kind: str) -> ModelError:
 
 def _load_controlnet(item: Any, dtype: torch.dtype) -> Any:
     try:
-        try:
-            from core.control_files import load_controlnet  # type: ignore[attr-defined]
-        except ImportError:
-            load_controlnet = None
-        if load_controlnet is not None:
-            model = load_controlnet(item, dtype)
-        else:
-            path = Path(item.path)
-            if not path.is_dir():
-                raise ValueError("single-file ControlNet without core/control_files.py")
-            import diffusers
+        from core.control_files import load_controlnet
 
-            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-            cls = getattr(diffusers, str(config.get("_class_name", "ControlNetModel")))
-            model = cls.from_pretrained(str(path), local_files_only=True, torch_dtype=dtype)
+        model = load_controlnet(item, dtype)
     except InputError:
         raise
     except (MemoryError, torch.OutOfMemoryError):
@@ -712,18 +700,9 @@ def _load_controlnet(item: Any, dtype: torch.dtype) -> Any:
 
 def _load_clip_vision(item: Any, dtype: torch.dtype) -> Any:
     try:
-        try:
-            from core.control_files import load_clip_vision  # type: ignore[attr-defined]
-        except ImportError:
-            load_clip_vision = None
-        if load_clip_vision is not None:
-            model = load_clip_vision(item, dtype)
-        else:
-            from transformers import CLIPVisionModelWithProjection
+        from core.control_files import load_clip_vision
 
-            model = CLIPVisionModelWithProjection.from_pretrained(
-                str(item.path), local_files_only=True, dtype=dtype
-            )
+        model = load_clip_vision(item, dtype)
     except InputError:
         raise
     except (MemoryError, torch.OutOfMemoryError):
@@ -737,21 +716,9 @@ def _load_clip_vision(item: Any, dtype: torch.dtype) -> Any:
 
 def _ipadapter_state(item: Any) -> dict[str, dict[str, torch.Tensor]]:
     try:
-        try:
-            from core.control_files import ipadapter_state  # type: ignore[attr-defined]
-        except ImportError:
-            ipadapter_state = None
-        if ipadapter_state is not None:
-            state = ipadapter_state(item)
-        else:
-            from safetensors.torch import load_file
+        from core.control_files import ipadapter_state
 
-            flat = load_file(str(item.path))
-            state = {"image_proj": {}, "ip_adapter": {}}
-            for key, value in flat.items():
-                head, _, rest = key.partition(".")
-                if head in state:
-                    state[head][rest] = value
+        state = ipadapter_state(item)
     except InputError:
         raise
     except (MemoryError, torch.OutOfMemoryError):

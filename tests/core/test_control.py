@@ -499,3 +499,26 @@ def test_a_job_that_fails_midway_leaves_nothing_behind(
     assert all(ref() is None for ref in refs)  # though the caller still holds the exception
     model_is_clean(engine)
     assert torch.equal(plain(engine), base)
+
+
+def test_units_run_with_the_models_folder_scan(tmp_path: Path) -> None:
+    """The same files found by core/library.py's scan (Obscura's own layout), not a table."""
+    from core.library import KINDS
+
+    if "controlnet" not in KINDS:
+        pytest.skip("the library does not list ControlNets yet")
+    save_demo_model(tmp_path / SD, arch="sd")
+    tiny_controlnet(tmp_path / "controlnet" / "edges-sd", arch="sd1", seed=11)
+    tiny_ip_adapter(tmp_path / "ipadapter" / "ip-sd.safetensors", variant="plain", arch="sd1")
+    tiny_clip_vision(tmp_path / "clip_vision" / "clip-tiny")
+    engine = Engine(ModelRegistry(tmp_path), device="cpu")
+    library = engine.registry.library
+    names = {kind: [item.name for item in library.items(kind)] for kind in ("controlnet", "ipadapter", "clip_vision")}
+    assert names["controlnet"] == ["edges-sd"] and names["ipadapter"] == ["ip-sd"]
+    assert len(names["clip_vision"]) == 1
+    base = plain(engine)
+    both, extras = paint(engine, controlnets=[unit()], ip_adapters=[ip()])
+    assert not torch.equal(both, base)
+    assert [u["model"] for u in extras["controlnet"]] == ["edges-sd"]
+    assert [u["model"] for u in extras["ip_adapter"]] == ["ip-sd"]
+    model_is_clean(engine)
