@@ -399,20 +399,27 @@ def _part_name(arch: str, variant: str, component: str) -> str:
     return PART_NAMES[arch][component].format(variant=variant)
 
 
-def save_gguf(state: dict[str, Any], path: Path, architecture: str) -> Path:
-    """A GGUF file of a state dict (F32 tensors, the same names), as city96's converter writes
-    one: ``general.architecture`` set, tensors in torch's shape order (GGUF stores it reversed)."""
+def save_gguf(state: dict[str, Any], path: Path, architecture: str, quant: str = "F32") -> Path:
+    """A GGUF file of a state dict (the same names), as city96's converter writes one:
+    ``general.architecture`` set, tensors in torch's shape order (GGUF stores it reversed).
+    ``quant="Q8_0"`` stores the 2-D ``.weight`` tensors whose rows are a multiple of 32 as Q8_0
+    (the rest F32, as the converter keeps biases, norms and raw parameters such as pad tokens)."""
     import gguf
     import numpy as np
 
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(path), architecture)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if quant == "F32" else gguf.LlamaFileType.MOSTLY_Q8_0)
     for name, tensor in state.items():
         if tensor.ndim == 0:
             continue
-        writer.add_tensor(name, tensor.detach().float().numpy().astype(np.float32))
+        data = tensor.detach().float().numpy().astype(np.float32)
+        if quant == "Q8_0" and name.endswith(".weight") and data.ndim == 2 and data.shape[-1] % 32 == 0:
+            kind = gguf.GGMLQuantizationType.Q8_0
+            writer.add_tensor(name, gguf.quants.quantize(data, kind), raw_dtype=kind)
+        else:
+            writer.add_tensor(name, data)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -421,7 +428,8 @@ def save_gguf(state: dict[str, Any], path: Path, architecture: str) -> Path:
 
 
 def save_family(
-    path: Path, arch: str, variant: str | None = None, fmt: str = "diffusers", seed: int = 0
+    path: Path, arch: str, variant: str | None = None, fmt: str = "diffusers", seed: int = 0,
+    quant: str = "F32",
 ) -> dict[str, Path]:
     """Write one tiny family model at ``path`` in one of the layouts people have; returns the
     written paths by component ("pipeline" for a diffusers folder)."""
@@ -454,7 +462,7 @@ def save_family(
         return written
     if fmt == "gguf":
         written["transformer"] = save_gguf(
-            transformer, path / "diffusion_models" / f"{name}.gguf", GGUF_ARCH[arch]
+            transformer, path / "diffusion_models" / f"{name}.gguf", GGUF_ARCH[arch], quant
         )
     else:
         written["transformer"] = _save_tensors(

@@ -769,3 +769,12 @@ def test_the_header_settles_flux1_depth_and_widths_in_bfl_names(tmp_path: Path):
     shipped = _json(CONFIGS / "flux1-dev" / "transformer" / "config.json")
     assert {k: shipped[k] for k in ("num_attention_heads", "joint_attention_dim", "attention_head_dim")} == {
         "num_attention_heads": 24, "joint_attention_dim": 4096, "attention_head_dim": 128}
+
+
+def test_a_q8_gguf_reads_the_same_shapes_as_its_f32_twin(tmp_path: Path):
+    save_family(tmp_path / "f32", "flux1", "dev", fmt="gguf")
+    save_family(tmp_path / "q8", "flux1", "dev", fmt="gguf", quant="Q8_0")
+    [f32] = _library(tmp_path / "f32").items("diffusion_model")
+    [q8] = _library(tmp_path / "q8").items("diffusion_model")
+    assert q8.detail["quantization"] == ["F32", "Q8_0"] and f32.detail["quantization"] == ["F32"]
+    assert q8.detail["config"] == f32.detail["config"] and q8.detail["needs"] == f32.detail["needs"]
