@@ -31,6 +31,7 @@ path: one CPU generator per picture, ``callback_on_step_end``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -198,8 +199,6 @@ def _mode_inputs(
     ignored: list[str],
 ) -> dict[str, Any]:
     """The pipeline's picture inputs for ``mode``."""
-    import inspect
-
     import diffusers
 
     cls = getattr(diffusers, fam.pipelines[mode])
@@ -352,6 +351,9 @@ def generate(
         ignored.append("clip_skip")
     strength = denoising_strength(steps, float(request.strength))
     kwargs.update(_mode_inputs(request, fam, mode, width, height, strength, ignored))
+    accepted = inspect.signature(type(pipe).__call__).parameters
+    if "max_area" in accepted:  # FLUX.1 Kontext scales to 1 MP and its preferred ratios unless told
+        kwargs.update(max_area=width * height, _auto_resize=False)
 
     preview = _Preview(engine, pipe, fam, width, height)
     kwargs["callback_on_step_end"] = _step_callback(preview, on_step, should_stop, steps)

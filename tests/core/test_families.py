@@ -35,6 +35,8 @@ MODELS = [
     ("qwenimage", "base"),
 ]
 DEFAULTS = [m for m in MODELS if m != ("flux1", "dev")]
+# Variants with pipelines of their own (built once, painted by one test each).
+VARIANT_MODELS = [("flux1", "kontext"), ("flux1", "fill"), ("flux2", "klein-base")]
 
 
 def name(arch: str, variant: str) -> str:
@@ -44,7 +46,7 @@ def name(arch: str, variant: str) -> str:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("families")
-    for arch, variant in MODELS:
+    for arch, variant in MODELS + VARIANT_MODELS:
         save_family(root / name(arch, variant), arch, variant)
     return root
 
@@ -153,6 +155,38 @@ def test_flux2_klein_edits_with_reference_pictures(engine):
     assert not np.array_equal(pixels(edited.images[0]), pixels(plain.images[0]))
     two, _ = paint(engine, model, references=[photo(), photo().rotate(90)])
     assert not np.array_equal(pixels(two.images[0]), pixels(edited.images[0]))
+
+
+def test_flux1_kontext_edits_at_the_asked_size(engine):
+    model = name("flux1", "kontext")
+    plain, _ = paint(engine, model)
+    assert plain.images[0].size == (64, 64)  # not Kontext's own 1 MP resize
+    edited, _ = paint(engine, model, references=[photo()])
+    assert edited.images[0].size == (64, 64) and edited.extras["references"] == 1
+    assert not np.array_equal(pixels(edited.images[0]), pixels(plain.images[0]))
+    repainted, _ = paint(engine, model, image=photo())
+    assert repainted.mode == "img2img" and repainted.images[0].size == (64, 64)
+
+
+def test_flux1_fill_paints_every_mode_as_inpainting(engine):
+    model = name("flux1", "fill")
+    text, _ = paint(engine, model)  # a blank canvas, all of it masked
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    filled, _ = paint(engine, model, image=photo(), mask=mask)
+    assert text.images[0].size == filled.images[0].size == (64, 64)
+    assert not np.array_equal(pixels(text.images[0]), pixels(filled.images[0]))
+    with pytest.raises(InputError) as caught:
+        paint(engine, model, references=[photo()])
+    assert caught.value.code == "references_not_for_model"
+
+
+def test_flux2_klein_base_takes_cfg_but_no_negative_prompt(engine):
+    model = name("flux2", "klein-base")
+    low, _ = paint(engine, model, guidance_scale=1.0)
+    high, _ = paint(engine, model, guidance_scale=5.0, negative_prompt="blurry")
+    assert high.extras["ignored"] == ["negative_prompt"] and high.guidance_scale == 5.0
+    assert not np.array_equal(pixels(low.images[0]), pixels(high.images[0]))
 
 
 @pytest.mark.parametrize(("arch", "variant"), DEFAULTS)
