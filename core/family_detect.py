@@ -318,6 +318,7 @@ def diffusers_family(folder: Path, class_name: str, index: dict[str, Any]) -> tu
 
 # -- GGUF -------------------------------------------------------------------------------------
 GGUF_ARCHITECTURES = {"flux", "sd3", "flux2", "lumina2", "qwen_image", "z_image", ""}
+MAX_GGUF_ENTRIES = 100_000  # tensors or metadata fields: a transformer has a few thousand
 
 
 def read_gguf_header(path: Path) -> tuple[dict[str, Any], str]:
@@ -330,6 +331,17 @@ def read_gguf_header(path: Path) -> tuple[dict[str, Any], str]:
             "gguf_unavailable",
             "GGUF files need the gguf package (pip install gguf); see docs/models.md.",
         ) from None
+    import struct
+
+    with path.open("rb") as handle:  # OSError: the caller says "could not be read"
+        prefix = handle.read(24)
+    if len(prefix) < 24 or prefix[:4] != b"GGUF":
+        raise ModelError("model_corrupt", "The file is not a valid GGUF file; download it again.")
+    tensors, fields = struct.unpack("<QQ", prefix[8:24])
+    if tensors > MAX_GGUF_ENTRIES or fields > MAX_GGUF_ENTRIES:
+        raise ModelError(
+            "model_corrupt", "The file is not a valid GGUF file (too many entries); download it again."
+        )
     try:
         reader = GGUFReader(str(path), "r")
         header: dict[str, Any] = {}

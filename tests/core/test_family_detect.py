@@ -534,6 +534,8 @@ def test_gguf_transformers_from_their_tensor_table(tmp_path: Path):
     save_gguf({k: torch.from_numpy(np.zeros(s, np.float32)) for k, s in names.items()},
               unet / "flux1-dev-Q4_K_S.gguf", "flux")
     (unet / "broken.gguf").write_bytes(b"GGUF\x03\x00\x00\x00garbage")
+    # a header that claims 2**40 tensors is refused before any parsing
+    (unet / "huge.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + (2**40).to_bytes(8, "little") + bytes(64))
     clip_text(tmp_path / "clip" / "clip_l.safetensors", 768)
     t5(tmp_path / "clip" / "t5xxl_fp16.safetensors")
     kl_vae(tmp_path / "vae" / "ae.safetensors")
@@ -544,6 +546,7 @@ def test_gguf_transformers_from_their_tensor_table(tmp_path: Path):
     assert item.detail["needs"] == {"context": 4096, "pooled": 768}  # torch's shape order
     assert _checkpoint(lib, "flux1-dev-Q4_K_S").detail["format"] == "gguf"
     assert "not a valid GGUF file" in _refusal(lib, "broken", "diffusion_model")
+    assert "too many entries" in _refusal(lib, "huge", "diffusion_model")
 
 
 def test_tiny_gguf_and_parts_of_every_family_pair(tmp_path: Path):
