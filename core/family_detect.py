@@ -528,7 +528,10 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
 # The all-in-one checkpoints' prefixes (ComfyUI's saved checkpoints, Stability's *_incl_clips*)
 EMBEDDED_TEXT = {"clip_l": "text_encoders.clip_l.transformer.",
                  "clip_g": "text_encoders.clip_g.transformer.",
-                 "t5xxl": "text_encoders.t5xxl.transformer."}
+                 "t5xxl": "text_encoders.t5xxl.transformer.",
+                 "qwen3_4b": "text_encoders.qwen3_4b.transformer.",
+                 "qwen3_8b": "text_encoders.qwen3_8b.transformer.",
+                 "qwen25_7b": "text_encoders.qwen25_7b.transformer."}
 EMBEDDED_VAE = ("vae.", "first_stage_model.")
 
 

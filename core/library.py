@@ -983,6 +983,10 @@ class ModelLibrary:
             mapping = {"clip_l": "text_encoder", "clip_g": "text_encoder_2", "t5xxl": "text_encoder_3"}
         elif transformer.arch == "flux1":
             mapping = {"clip_l": "text_encoder", "t5xxl": "text_encoder_2"}
+        elif transformer.arch in ("flux2", "zimage"):
+            mapping = {"qwen3_4b": "text_encoder", "qwen3_8b": "text_encoder"}
+        elif transformer.arch == "qwenimage":
+            mapping = {"qwen25_7b": "text_encoder"}
         else:
             mapping = {}
         for label, component in mapping.items():

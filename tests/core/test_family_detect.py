@@ -781,3 +781,18 @@ def test_a_q8_gguf_reads_the_same_shapes_as_its_f32_twin(tmp_path: Path):
     [q8] = _library(tmp_path / "q8").items("diffusion_model")
     assert q8.detail["quantization"] == ["F32", "Q8_0"] and f32.detail["quantization"] == ["F32"]
     assert q8.detail["config"] == f32.detail["config"] and q8.detail["needs"] == f32.detail["needs"]
+
+
+def test_an_all_in_one_z_image_uses_its_own_qwen3(tmp_path: Path):
+    shapes = {P + k: v for k, v in {
+        "layers.0.adaLN_modulation.0.weight": [24, 8], "cap_embedder.1.weight": [8, 2560],
+        "x_embedder.weight": [8, 64]}.items()}
+    shapes.update({f"text_encoders.qwen3_4b.transformer.{k}": v for k, v in {
+        "model.embed_tokens.weight": [10, 2560], "model.layers.0.self_attn.q_proj.weight": [4, 2560],
+        "model.layers.0.self_attn.q_norm.weight": [128]}.items()})
+    shapes.update(kl_vae(None, 16, "vae."))
+    path = write_header_file(tmp_path / "checkpoints" / "z_image_turbo_aio.safetensors", shapes)
+    item = _checkpoint(_library(tmp_path), "z_image_turbo_aio")
+    assert item.detail["format"] == "single-file"
+    assert dict(item.detail["parts"]) == {c: str(path) for c in ("transformer", "text_encoder", "vae")}
+    assert item.detail["part_prefixes"]["text_encoder"] == "text_encoders.qwen3_4b.transformer.model."
