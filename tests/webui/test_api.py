@@ -558,7 +558,7 @@ def test_bodies_that_are_not_json_objects_are_refused(team: Running, alice: Memb
     url = f"{team.url}/sdapi/v1/txt2img"
     assert_error(httpx.post(url, content=b"{not json", headers=alice.bearer), 422)
     assert_error(httpx.post(url, json=[1, 2], headers=alice.bearer), 422)
-    huge = b'{"prompt": "' + b"a" * 5_000_000 + b'"}'  # over 3 x max_upload_mb + 1 MB
+    huge = b'{"prompt": "' + b"a" * 8_000_000 + b'"}'  # over 4 pictures (4/3 x max_upload_mb) + 1 MB
     assert_error(httpx.post(url, content=huge, headers=alice.bearer), 413)
     assert_error(httpx.post(f"{team.url}/sdapi/v1/options", json={"sd_model_checkpoint": "nope"},
                             headers=alice.bearer), 422, "sd_model_checkpoint")

@@ -183,6 +183,22 @@ def test_an_ip_adapter_unit_with_a_face_crop_changes_the_picture_and_weight_0_do
     assert np.array_equal(zero, plain)
 
 
+def test_an_ip_adapter_unit_in_txt2img_takes_several_references(server, alice):
+    plain, _ = painted(post(server, alice, "txt2img", small()))
+    one, _ = painted(post(server, alice, "txt2img", small(**scripts(ip_unit()))))
+    other = b64(drawing())
+    two, _ = painted(post(server, alice, "txt2img", small(**scripts(
+        ip_unit(image=[{"image": b64(face())}, {"image": other}])))))
+    listed, _ = painted(post(server, alice, "txt2img", small(**scripts(
+        ip_unit(image=[b64(face()), other, other])))))
+    assert np.abs(one - plain).max() > 0
+    assert np.abs(two - one).max() > 0  # the second reference counts
+    assert listed.shape == plain.shape
+    body = refused(post(server, alice, "txt2img", small(**scripts(
+        ip_unit(image=[{"image": other}] * 5)))), f"{UNIT}.image")
+    assert body["error"] == "too_many_references"
+
+
 def test_a_disabled_unit_is_skipped(server, alice):
     plain, _ = painted(post(server, alice, "txt2img", small()))
     skipped, info = painted(post(server, alice, "txt2img",

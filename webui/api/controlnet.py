@@ -240,7 +240,8 @@ def _unit_fields(where: str, entry: Any) -> ControlNetUnitArgs:
 
 def _pictures(value: Any, where: str) -> tuple[list[Any], bool]:
     """A unit's ``image`` in any of the extension's shapes → (base64 texts, whether a mask came
-    with them): a text, ``{"image", "mask"}``, ``[image, mask]`` or ``[{"image", "mask"}, ...]``."""
+    with them): a text, ``{"image", "mask"}``, ``[image, mask]``, ``[{"image", "mask"}, ...]``
+    or a list of one or of three or more texts."""
     if value is None:
         return [], False
     if isinstance(value, str):
@@ -254,6 +255,11 @@ def _pictures(value: Any, where: str) -> tuple[list[Any], bool]:
         return [v.get("image") for v in value], any(v.get("mask") is not None for v in value)
     if isinstance(value, list) and len(value) == 2 and not isinstance(value[0], list):
         return [value[0]], value[1] is not None  # [image, mask]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        if len(value) > MAX_REFERENCES:
+            raise ApiError(422, "too_many_references", f"{where}: at most {MAX_REFERENCES} "
+                           "pictures per unit.", where)
+        return list(value), False  # [image] or [image, image, image, ...]
     raise ApiError(422, "invalid_value", f"{where}: expected a base64-encoded picture.", where)
 
 
