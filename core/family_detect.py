@@ -576,6 +576,8 @@ def _fits_encoder(t: Transformer, component: str, d: dict[str, Any]) -> bool:
 
 def _fits_vae(t: Transformer, d: dict[str, Any]) -> bool:
     want = {"flux2": "flux2", "qwenimage": "wan16"}.get(t.arch, "kl16")
+    if t.arch not in (d.get("families") or [t.arch]):
+        return False  # FLUX.1's ae and SD 3.5's VAE have one shape: a name for the other family
     return d.get("latent") == want and int(d.get("channels", 0)) == t.latent_channels
 
 

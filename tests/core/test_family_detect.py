@@ -796,3 +796,18 @@ def test_an_all_in_one_z_image_uses_its_own_qwen3(tmp_path: Path):
     assert item.detail["format"] == "single-file"
     assert dict(item.detail["parts"]) == {c: str(path) for c in ("transformer", "text_encoder", "vae")}
     assert item.detail["part_prefixes"]["text_encoder"] == "text_encoders.qwen3_4b.transformer.model."
+
+
+def test_a_vae_named_for_another_family_is_not_paired(tmp_path: Path):
+    """FLUX.1's ae and SD 3.5's VAE have the same shapes but not the same weights."""
+    sd3_original(tmp_path / "diffusion_models" / "sd3.5_large.safetensors", layers=38, prefix="")
+    clip_text(tmp_path / "text_encoders" / "clip_l.safetensors", 768)
+    clip_text(tmp_path / "text_encoders" / "clip_g.safetensors", 1280)
+    t5(tmp_path / "text_encoders" / "t5xxl_fp16.safetensors")
+    kl_vae(tmp_path / "vae" / "ae.safetensors")
+    lib = _library(tmp_path)
+    assert "the SD 3.5 VAE" in _refusal(lib, "sd3.5_large")
+    kl_vae(tmp_path / "vae" / "diffusion_pytorch_model.safetensors")  # a name for no family
+    assert _checkpoint(_library(tmp_path), "sd3.5_large").detail["part_names"]["vae"] == (
+        "diffusion_pytorch_model"
+    )
