@@ -23,7 +23,8 @@ A part fits when its structure and width are the ones the transformer takes: a T
 whose width is Z-Image's caption width (FLUX.2: three of its layers stacked, 3 × width); a
 Qwen2.5-VL whose width is Qwen-Image's ``txt_norm``; a VAE of the family's kind (16-channel KL,
 FLUX.2's 32-channel VAE with its batch-norm statistics, Qwen-Image's 3D VAE) with the latent
-channels the transformer reads. Among the parts that fit, the chosen one is the one whose name
+channels the transformer reads (a 16-channel VAE named for another family is not taken: FLUX.1's
+ae and SD 3.5's VAE share one shape, not their weights). Among the parts that fit, the chosen one is the one whose name
 names the family (``sd3`` for SD 3.5's VAE, ``ae``/``flux`` for FLUX.1's), then the one whose name
 shares the most words with the transformer's (``flux1-dev`` ↔ ``t5xxl``… none; ``z_image`` ↔
 ``z_image_vae``), then the first by name. Parts held in the transformer's own file (an
