@@ -5,6 +5,8 @@ The whole server path (scrub, spool, HTTP) is bench/api.py.
 Prints a Markdown table (paste into docs/benchmarks.md with the machine it ran on). Not a test.
 
     python bench/engine.py                 # demo model on the CPU
+    python bench/engine.py --families      # also each transformer family (tiny random models of
+                                           # tests/family_files.py, 64 px, 4 steps) on the CPU
     python bench/engine.py --gpu           # also real SD 1.5 / SDXL UNet shapes, random weights,
                                            # and bench/planner_modes.py (FLUX.2 klein 4B and
                                            # SD 3.5 Medium per memory mode, 1024 px)
@@ -97,6 +99,59 @@ def bench_model(
     }
 
 
+def bench_family(models: Path, name: str, runs: int, size: int = 64, steps: int = 4) -> dict:
+    """One tiny flow-family model: Obscura's queue vs the same pipeline called directly with
+    what the engine passes (the family's guidance keyword, a fresh Euler scheduler per job)."""
+    from core.families import family_of
+    from core.samplers import FLOW_SAMPLERS, make_flow_scheduler
+
+    engine = Engine(ModelRegistry(models), device="cpu")
+    info = engine.load(name)
+    pipe = engine._pipeline(info, "txt2img")
+    fam = family_of(info)
+    guidance = float(fam.fixed_guidance) if fam.guidance == "none" else 4.0
+    extra: dict = {fam.cfg_param: guidance}
+    if fam.negative_prompt:
+        extra["negative_prompt"] = ""
+    config = dict(pipe.scheduler.config)
+
+    def direct() -> None:
+        pipe.scheduler = make_flow_scheduler(FLOW_SAMPLERS["Euler"], config)
+        pipe(prompt="a lighthouse", generator=[torch.Generator("cpu").manual_seed(1)], width=size,
+             height=size, num_inference_steps=steps, **extra)
+
+    def through_queue(queue: JobQueue) -> None:
+        queue.submit(
+            GenerationRequest("a lighthouse", seed=1, model=name, width=size, height=size,
+                              num_inference_steps=steps, guidance_scale=guidance),
+            owner="bench",
+        ).wait()
+
+    queue = JobQueue([engine])
+    queue.start()
+    direct()
+    through_queue(queue)
+    times: dict[str, list[float]] = {"direct": [], "engine": []}
+    for _ in range(runs):
+        for label, run in (("direct", direct), ("engine", lambda: through_queue(queue))):
+            start = time.perf_counter()
+            run()
+            times[label].append(time.perf_counter() - start)
+    queue.stop()
+    direct_ms, engine_ms = _median_ms(times["direct"]), _median_ms(times["engine"])
+    return {
+        "model": f"{name} (tiny {info.arch})",
+        "device": "cpu",
+        "size": size,
+        "steps": steps,
+        "direct_ms": direct_ms,
+        "engine_ms": engine_ms,
+        "diff_ms": engine_ms - direct_ms,
+        "diff_pct": 100 * (engine_ms - direct_ms) / direct_ms,
+        "its": steps / (engine_ms / 1000),
+    }
+
+
 def build_real_shape_model(arch: str, folder: Path) -> Path:
     """Random weights in the real SD 1.5 / SDXL shapes (same FLOPs), saved as a diffusers folder."""
     from importlib import resources
@@ -151,6 +206,10 @@ def main() -> None:
     parser.add_argument(
         "--gpu", action="store_true", help="also benchmark real-size architectures on CUDA"
     )
+    parser.add_argument(
+        "--families", action="store_true",
+        help="also each transformer family, tiny random models on the CPU",
+    )
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,6 +217,15 @@ def main() -> None:
         save_demo_model(models / "demo-tiny-sd", arch="sd")
         rows.append(bench_model(models, "demo-tiny-sd", "cpu", 256, 8, args.runs))
         rows.append(bench_model(models, "demo-tiny-sd", "cpu", 256, 8, args.runs, "img2img"))
+        if args.families:
+            import sys
+
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+            from family_files import DEFAULT_VARIANT, save_family
+
+            for arch, variant in DEFAULT_VARIANT.items():
+                save_family(models / f"{arch}-{variant}", arch, variant)
+                rows.append(bench_family(models, f"{arch}-{variant}", args.runs))
         if args.gpu and torch.cuda.is_available():
             build_real_shape_model("sd1", models / "random-sd15")
             rows.append(bench_model(models, "random-sd15", "cuda:0", 512, 20, args.runs))
