@@ -207,18 +207,22 @@ def _file_or_folder_part(name: str, path: Path) -> Part:
     return _part(name, _safetensors_tensors(files))
 
 
-# Original-format single files: which component each key prefix belongs to.
-_SINGLE_FILE_PREFIXES = (
-    ("model.diffusion_model.", "denoiser"),
-    ("first_stage_model.", "vae"),
-    ("vae.", "vae"),
-    ("cond_stage_model.", "text_encoder"),
-    ("conditioner.embedders.0.", "text_encoder"),
-    ("conditioner.embedders.1.", "text_encoder_2"),
-    ("text_encoders.clip_l.", "text_encoder"),
-    ("text_encoders.clip_g.", "text_encoder_2"),
-    ("text_encoders.t5xxl.", "text_encoder_3"),
-)
+_EMBEDDER = re.compile(r"^conditioner\.embedders\.(\d+)\.")
+_COMFY_ENCODER = re.compile(r"^text_encoders\.([A-Za-z0-9_]+)\.")
+
+
+def _single_file_component(key: str) -> str:
+    """Which component a tensor of an original-format (LDM / ComfyUI all-in-one) file is of;
+    a bare transformer file's keys (no known prefix) are the denoiser's."""
+    if key.startswith(("first_stage_model.", "vae.")):
+        return "vae"
+    if key.startswith("cond_stage_model."):
+        return "text_encoder"
+    match = _EMBEDDER.match(key) or _COMFY_ENCODER.match(key)
+    if match:
+        index = match.group(1)
+        return "text_encoder" if index == "0" else f"text_encoder_{index}"
+    return "denoiser"
 
 
 def model_sizes(info: ModelInfo) -> tuple[Part, ...]:
@@ -237,13 +241,16 @@ def model_sizes(info: ModelInfo) -> tuple[Part, ...]:
         else:
             groups: dict[str, list[tuple[str, int]]] = {}
             for key, count in _safetensors_tensors([main] if main.is_file() else []):
-                name = next((n for p, n in _SINGLE_FILE_PREFIXES if key.startswith(p)), "denoiser")
+                name = _single_file_component(key)
                 groups.setdefault(denoiser if name == "denoiser" else name, []).append((key, count))
             for name, tensors in groups.items():
                 found[name] = _part(name, tensors)
     for name, path in info.parts:
-        if name != "transformer" or name not in found:
-            found[name] = _file_or_folder_part(name, Path(path))
+        if name == "transformer" and denoiser in found:
+            continue
+        if Path(path) == info.path and info.format != "diffusers":
+            continue  # the all-in-one file itself: its components are counted above
+        found[name] = _file_or_folder_part(name, Path(path))
     return tuple(found.values())
 
 

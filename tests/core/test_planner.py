@@ -324,6 +324,27 @@ def test_sizes_are_read_from_the_headers_of_each_layout(tmp_path: Path, fmt: str
         assert sizes["transformer"].stored_bytes is None
 
 
+def test_an_all_in_one_file_is_split_by_its_prefixes_and_counted_once(tmp_path: Path) -> None:
+    from family_files import write_header_file
+
+    path = write_header_file(tmp_path / "klein-aio.safetensors", {
+        "model.diffusion_model.double_blocks.0.img_attn.qkv.weight": [24, 8],
+        "model.diffusion_model.double_blocks.1.img_attn.qkv.weight": [24, 8],
+        "model.diffusion_model.img_in.weight": [8, 4],
+        "text_encoders.qwen3_4b.transformer.model.layers.0.mlp.up_proj.weight": [16, 8],
+        "text_encoders.qwen3_4b.transformer.model.embed_tokens.weight": [50, 8],
+        "vae.decoder.conv_in.weight": [4, 4, 3, 3],
+    })
+    info = ModelInfo("k", path, "flux2", "klein", "single-file",
+                     parts=(("vae", str(path)), ("text_encoder", str(path))))
+    sizes = {p.name: p for p in model_sizes(info)}
+    assert {n: p.params for n, p in sizes.items()} == {
+        "transformer": 2 * 24 * 8 + 8 * 4, "text_encoder_qwen3_4b": 16 * 8 + 50 * 8, "vae": 144}
+    assert sizes["transformer"].largest_block == 24 * 8
+    assert sizes["transformer"].in_blocks == 2 * 24 * 8
+    assert sizes["text_encoder_qwen3_4b"].largest_tensor == 50 * 8
+
+
 def test_sizes_of_an_sd_demo_model(models_dir: Path) -> None:
     import diffusers
 
