@@ -60,6 +60,11 @@ def test_the_missing_models_sentence_is_there_at_page_load_in_both_languages(pag
     note = tab.locator("#portrait-missing")
     note.filter(has_text="ip-adapter-plus-face_sd15.safetensors").wait_for()
     assert "IP-Adapter Plus-Face" in note.inner_text()
+    # the pose sentence shows only once "keep the pose" is switched on
+    pose = tab.locator("#portrait-pose-note")
+    assert "Canny" not in pose.inner_text()
+    tab.locator("#portrait-keep-pose input[type=checkbox]").check()
+    pose.filter(has_text="Canny or ControlNet-Union").wait_for()
     shot(tab, "21-portrait-missing-en")
     open_portrait(tab, personal_server.url + "/?lang=zh", "人像")
     zh = catalogue("zh")["errors"][NOTE]

@@ -144,9 +144,11 @@ def build(studio: Studio) -> None:
             out = output_panel()
     last_seed = gr.State(-1)
 
-    def notes(model_name: Any, request: gr.Request) -> tuple[str, str]:
+    def notes(model_name: Any, pose: Any, request: gr.Request) -> tuple[str, str]:
+        """The missing-models sentence; the pose sentence only while "keep the pose" is on."""
         lang = language_of(request)
-        return models_note(studio, model_name, lang), pose_note(studio, model_name, lang)
+        return (models_note(studio, model_name, lang),
+                pose_note(studio, model_name, lang) if _switch(pose) else "")
 
     def style_likeness(key: Any) -> Any:
         try:
@@ -155,13 +157,14 @@ def build(studio: Studio) -> None:
             return gr.skip()
         return _likeness_of(chosen)
 
-    model.change(notes, model, [note, pose_hint], api_visibility="private",
-                 show_progress="hidden")
+    for changed in (model.change, keep_pose.change):
+        changed(notes, [model, keep_pose], [note, pose_hint], api_visibility="private",
+                show_progress="hidden")
     style.input(style_likeness, style, likeness, api_visibility="private",
                 show_progress="hidden")
     root = gr.context.Context.root_block
     if root is not None:  # the note is there from the moment the page loads, in its language
-        root.load(notes, model, [note, pose_hint], api_visibility="private",
+        root.load(notes, [model, keep_pose], [note, pose_hint], api_visibility="private",
                   show_progress="hidden")
 
     async def portrait(
