@@ -282,9 +282,24 @@ def _load_flow_parts(cls: Any, info: ModelInfo, dtype: torch.dtype) -> Any:
             components[name] = _load_text_encoder(
                 component_cls, Path(path), config / name, dtype, comfy
             )
+    # Tokenizers the config folder does not hold: from local files (core/family_tokenizers.py:
+    # shipped, a ComfyUI install's, or ``tokenizer_missing`` naming the file to add).
+    from core.family_tokenizers import FAMILY_TOKENIZERS, load_tokenizer
+
+    for component, kind in FAMILY_TOKENIZERS.get(info.arch, {}).items():
+        if not (config / component).is_dir():
+            components[component] = load_tokenizer(kind, _models_folder(info.path))
     return cls.from_pretrained(
         str(config), local_files_only=True, dtype=dtype, **components
     )
+
+
+def _models_folder(path: Path) -> Path:
+    """The models folder a part file is in (``<ComfyUI>/models/diffusion_models/x``)."""
+    for parent in path.parents:
+        if parent.name == "models":
+            return parent
+    return path.parent.parent
 
 
 # Prefixes an all-in-one checkpoint puts before each part's names (ComfyUI's saved checkpoints,

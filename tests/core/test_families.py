@@ -369,3 +369,28 @@ def test_a_text_encoder_of_another_size_is_refused_not_run_with_random_weights(
         pipelines.load_flow_pipeline(info, torch.float32)
     assert caught.value.code in ("model_part_mismatch", "model_load_failed")
     assert "t5" not in str(caught.value).lower() and "\n" not in str(caught.value)
+
+
+def test_a_config_without_tokenizers_takes_them_from_the_comfyui_install(
+    engine, models, tmp_path, monkeypatch
+):
+    import shutil
+
+    from core import pipelines
+    from core.errors import ModelError
+
+    config = tiny_config(models, "flux1", "schnell", tmp_path)
+    t5 = tmp_path / "t5"
+    shutil.move(str(config / "tokenizer_2"), t5)  # as the shipped folders are: no tokenizer
+    monkeypatch.setattr(pipelines, "flow_config_folder", lambda info: config)
+    expected, _ = paint(engine, "flux1-schnell")
+    install = tmp_path / "ComfyUI"
+    save_family(install / "models", "flux1", "schnell", fmt="parts")
+    files = Engine(ModelRegistry(install / "models"), device="cpu")
+    [info] = files.registry.models
+    with pytest.raises(ModelError) as caught:
+        paint(files, info.name)
+    assert caught.value.code == "tokenizer_missing"
+    shutil.copytree(t5, install / "comfy" / "text_encoders" / "t5_tokenizer")
+    result, _ = paint(files, info.name)
+    assert np.array_equal(pixels(result.images[0]), pixels(expected.images[0]))
