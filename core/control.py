@@ -65,7 +65,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import traceback
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -1039,7 +1038,7 @@ def applied(engine: Any, request: Any, info: Any, pipe: Any = None) -> Iterator[
     except BaseException as exc:
         # A failed job's frames (the pipeline's, with its image embeddings) must not keep
         # anything made from a picture alive in an exception a caller holds on to.
-        traceback.clear_frames(exc.__traceback__)
+        _forget(exc.__traceback__)
         raise
     finally:
         for handle in handles:
@@ -1057,6 +1056,21 @@ def applied(engine: Any, request: Any, info: Any, pipe: Any = None) -> Iterator[
             if networks is not None:
                 networks.broken = True
         job_pipe = None  # the job's pipeline (encoder, ControlNet wrapper) goes with the job
+
+
+def _forget(tb: Any) -> None:
+    """Clear the locals of a traceback's finished frames (``traceback.clear_frames``), and the
+    dict a frame's ``locals()`` made: diffusers' pipelines call ``locals()`` every step, and
+    Python 3.11 keeps that dict after ``frame.clear()`` until it is synced with the frame again
+    (reading ``f_locals`` of the cleared frame empties it)."""
+    while tb is not None:
+        frame = tb.tb_frame
+        try:
+            frame.clear()
+            _ = frame.f_locals
+        except RuntimeError:  # still executing (the engine's own frame): it ends soon anyway
+            pass
+        tb = tb.tb_next
 
 
 def _union_index(unit: ControlUnit, net: Any, index: int) -> int:

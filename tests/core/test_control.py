@@ -463,17 +463,14 @@ def test_a_job_that_fails_midway_leaves_nothing_behind(
 
     monkeypatch.setattr(faces, "crop_face", spy)
     base = plain(engine)
-    plain(engine, ip_adapters=[ip()])  # the encoder is loaded (and kept) before the hook
-    cache = control.cache_for(engine)
-    encoder = next(iter(cache.encoders.values()), None)
-    handle = None
-    if encoder is not None:
-        def keep(module: Any, args: Any, output: Any) -> None:
-            for tensor in (getattr(output, "image_embeds", None), *(output.hidden_states or ())):
-                if isinstance(tensor, torch.Tensor):
-                    refs.append(weakref.ref(tensor))
+    unet = engine._pipes["txt2img"].unet
 
-        handle = encoder.register_forward_hook(keep)
+    def keep(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        # the CLIP image embeddings the pipeline made and hands the UNet every step
+        for tensor in (kwargs.get("added_cond_kwargs") or {}).get("image_embeds") or ():
+            refs.append(weakref.ref(tensor))
+
+    handle = unet.register_forward_pre_hook(keep, with_kwargs=True)
     face = Image.open(FACE).convert("RGB")
     reference = photo(8)
 
@@ -490,8 +487,7 @@ def test_a_job_that_fails_midway_leaves_nothing_behind(
         engine.generate(request, on_step=boom)
     except JobCancelled as exc:
         caught.append(exc)  # a caller that keeps the exception
-    if handle is not None:
-        handle.remove()
+    handle.remove()
     assert caught
     del request, reference, face
     gc.collect()
