@@ -616,12 +616,30 @@ class _Cache:
         self.adapters: OrderedDict[tuple[Any, ...], dict[str, dict[str, torch.Tensor]]] = OrderedDict()
         self.loads = 0  # files read, for tests
 
-    @staticmethod
-    def _get(table: OrderedDict[Any, Any], key: Any, size: int, make: Callable[[], Any]) -> Any:
+    def clear(self) -> None:
+        self.controlnets.clear()
+        self.encoders.clear()
+        self.adapters.clear()
+
+    def _get(self, table: OrderedDict[Any, Any], key: Any, size: int, make: Callable[[], Any]) -> Any:
         if key in table:
             table.move_to_end(key)
             return table[key]
-        value = make()
+        try:
+            value = make()
+        except (MemoryError, torch.OutOfMemoryError):
+            # what was kept goes, so the next job has the memory back
+            self.clear()
+            import gc
+
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise InputError(
+                "control_out_of_memory",
+                "The ControlNet and IP-Adapter models do not fit in this device's free memory "
+                "beside the checkpoint; use fewer units or a memory mode that offloads.",
+            ) from None
         table[key] = value
         while len(table) > size:
             table.popitem(last=False)

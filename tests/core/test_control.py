@@ -518,3 +518,51 @@ def test_units_run_with_the_models_folder_scan(tmp_path: Path) -> None:
     assert [u["model"] for u in extras["controlnet"]] == ["edges-sd"]
     assert [u["model"] for u in extras["ip_adapter"]] == ["ip-sd"]
     model_is_clean(engine)
+
+
+def test_a_batch_gets_the_units_on_every_picture(engine: Engine) -> None:
+    base = plain(engine, batch_size=2)
+    both = plain(engine, batch_size=2, controlnets=[unit()], ip_adapters=[ip()])
+    assert both.shape[0] == 2
+    assert not torch.equal(both[0], base[0]) and not torch.equal(both[1], base[1])
+
+
+def test_embeddings_do_not_outlive_a_finished_job(engine: Engine) -> None:
+    refs: list[weakref.ref[Any]] = []
+    plain(engine)
+    unet = engine._pipes["txt2img"].unet
+
+    def keep(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        for tensor in (kwargs.get("added_cond_kwargs") or {}).get("image_embeds") or ():
+            refs.append(weakref.ref(tensor))
+
+    handle = unet.register_forward_pre_hook(keep, with_kwargs=True)
+    try:
+        result = engine.generate(GenerationRequest(
+            "a portrait", width=SIZE, height=SIZE, num_inference_steps=2, seed=7, model=SD,
+            ip_adapters=[ip(model="ip-plus-sd")],
+        ))
+    finally:
+        handle.remove()
+    gc.collect()
+    assert refs and all(ref() is None for ref in refs)
+    # nothing of the picture in the result but the settings
+    assert set(result.extras) == {"ip_adapter"}
+
+
+def test_running_out_of_memory_loading_a_controlnet_is_one_sentence(
+    lib: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = _engine(lib)
+    plain(other, ip_adapters=[ip()])  # an encoder and an adapter are kept
+    assert control.cache_for(other).encoders
+
+    def full(item: Any, dtype: Any) -> Any:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(control, "_load_controlnet", full)
+    err = error(other, controlnets=[unit()])
+    assert err.code == "control_out_of_memory"
+    cache = control.cache_for(other)
+    assert not cache.encoders and not cache.adapters  # what was kept was given back
+    model_is_clean(other)
