@@ -84,6 +84,17 @@ ACTIVATION_GB = {
 }
 # The picture side each ACTIVATION_GB figure is for (activations scale with the pixels).
 ACTIVATION_SIZE = {"sd1": 512, "sd2": 768, "qwenimage": 1328}
+# Parameters of the published model each ACTIVATION_GB figure is for (all components).
+REFERENCE_PARAMS = {
+    "sd1": 1_066 * 10**6,
+    "sd2": 1_300 * 10**6,
+    "sdxl": 3_469 * 10**6,
+    "sd3": 8_134 * 10**6,  # SD 3.5 Medium
+    "flux1": 16_870 * 10**6,
+    "flux2": 7_982 * 10**6,  # FLUX.2 [klein] 4B
+    "zimage": 10_256 * 10**6,
+    "qwenimage": 28_849 * 10**6,
+}
 VRAM_RESERVE = int(0.6 * GB)
 RAM_RESERVE = int(1.0 * GB)
 # Bytes per parameter of the denoiser in each storage (bitsandbytes: the codes plus their scales;
@@ -343,13 +354,17 @@ def _peaks(
 
 
 def _gb(n: int | float) -> str:
-    return f"{n / GB:.1f}"
+    return f"{n / GB:.1f}" if n >= GB / 10 else f"{n / GB:.2f}"  # a tiny model: 0.04
 
 
-def _activations(arch: str, run_bytes: int, size: int) -> int:
-    """ACTIVATION_GB at the family's reference size, scaled by pixels and by the run dtype."""
+def _activations(arch: str, run_bytes: int, size: int, params: int) -> int:
+    """ACTIVATION_GB at the family's reference size, scaled by the pixels, by the run dtype and,
+    for a model smaller than the family's published one (a tiny test model), by its size."""
     ref = ACTIVATION_SIZE.get(arch, 1024)
-    return int(ACTIVATION_GB.get(arch, 2.6) * GB * (size / ref) ** 2 * max(run_bytes, 2) / 2)
+    smaller = min(1.0, params / REFERENCE_PARAMS.get(arch, params or 1))
+    return int(
+        ACTIVATION_GB.get(arch, 2.6) * GB * (size / ref) ** 2 * max(run_bytes, 2) / 2 * smaller
+    )
 
 
 def _not_installed(mode: str) -> InputError:
@@ -498,7 +513,7 @@ def plan_model(
     parts = model_sizes(info) if parts is None else parts
     run_bytes = torch.finfo(dtype).bits // 8
     size = info.spec.default_size
-    activations = _activations(info.arch, run_bytes, size)
+    activations = _activations(info.arch, run_bytes, size, sum(p.params for p in parts))
     gguf = any(p.is_denoiser and p.stored_bytes is not None for p in parts)
     base: dict[str, Any] = {
         "device": device,

@@ -462,7 +462,7 @@ def _models_cli(*args: str) -> Any:
 def test_obscura_models_shows_each_checkpoints_plan(models_dir: Path, tmp_path: Path) -> None:
     folders = ("--models-dir", str(models_dir), "--data-dir", str(tmp_path))
     out = _models_cli(*folders).output
-    assert re.search(r"plan: cpu, about \d+\.\d GB of RAM\n", out), out
+    assert re.search(r"plan: cpu, about \d+\.\d+ GB of RAM\n", out), out
     listing = json.loads(_models_cli("--json", *folders).output)
     plan = listing["items"]["checkpoint"][0]["plan"]
     assert plan["fits"] and plan["mode"] == "cpu" and plan["peak_ram_bytes"] > 0
@@ -481,9 +481,9 @@ def test_obscura_models_on_a_gpu_shows_the_mode_and_a_forced_one(
     monkeypatch.setattr(core.devices, "free_memory_bytes", lambda _d: 8 * GB)
     folders = ("--models-dir", str(models_dir), "--data-dir", str(tmp_path))
     out = _models_cli(*folders).output
-    assert re.search(r"plan: all on the GPU, about \d+\.\d GB on the GPU\n", out), out
+    assert re.search(r"plan: all on the GPU, about \d+\.\d+ GB on the GPU\n", out), out
     out = _models_cli("--memory-mode", "model-offload", *folders).output
-    assert re.search(r"plan: model offload, about \d+\.\d GB on the GPU \(forced\)\n", out), out
+    assert re.search(r"plan: model offload, about \d+\.\d+ GB on the GPU \(forced\)\n", out), out
     listing = json.loads(_models_cli("--json", "--memory-mode", "bnb-4bit", *folders).output)
     refused = listing["items"]["checkpoint"][0]["plan"]
     assert not refused["fits"] and refused["code"] in ("bnb_not_installed",
@@ -510,3 +510,14 @@ def test_each_mode_runs_one_step_on_the_gpu(arch: str, placement: str, storage: 
     assert picture.shape == (1, 64, 64, 3)
     assert torch.isfinite(torch.from_numpy(picture)).all()
     assert torch.cuda.max_memory_allocated() > 0
+
+
+def test_a_tiny_test_model_is_planned_as_tiny(tmp_path: Path) -> None:
+    """Activations scale with the model's size against the family's published one, so a tiny
+    random-weight model is not refused on a machine with little RAM free."""
+    written = save_family(tmp_path, "flux2")
+    info = ModelInfo("k", written["pipeline"], "flux2", "klein", "diffusers")
+    plan = plan_model(info, "cpu", torch.float32, free_vram=None, free_ram=int(1.1 * GB),
+                      installed=frozenset())
+    assert plan.peak_ram < 10**8
+    assert describe(plan).startswith("cpu, about 0.0")
