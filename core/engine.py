@@ -355,6 +355,12 @@ class Engine:
         else:
             networks.check_request(request, self.registry.library, info)
             control.check_request(request, self.registry.library, info)
+            if request.references:
+                raise InputError(
+                    "references_not_for_model",
+                    "This model does not take reference pictures; remove them or choose an "
+                    "edit model (FLUX.2, FLUX.1 Kontext, Qwen-Image-Edit).",
+                )
         if request.mode != "txt2img":
             strength = _number(request.strength, float, "strength_out_of_range", "Strength")
             if not 0.0 < strength <= 1.0:

@@ -231,9 +231,8 @@ def _mode_inputs(
         pictures = [photo, *references]
         if "strength" in accepted:
             return {"image": photo, "strength": strength}
-        # an edit pipeline's img2img: the photo is the (first) picture it edits
-        if float(request.strength) != 0.75:
-            ignored.append("strength")
+        # an edit pipeline's img2img: the photo is the (first) picture it edits, whole
+        ignored.append("strength")
         return {"image": pictures if fam.max_references > 1 else photo}
     if mode == "edit":
         return {"image": references if fam.max_references > 1 else references[0]}

@@ -232,6 +232,13 @@ def load_flow_pipeline(info: ModelInfo, dtype: torch.dtype) -> Any:
             pipe = _load_flow_parts(cls, info, dtype)
     except ModelError:
         raise
+    except ImportError as exc:  # Qwen-Image-Edit's processor: transformers wants torchvision
+        log.warning("model load failed: %s", type(exc).__name__)
+        raise ModelError(
+            "model_needs_package",
+            "This model needs a Python package that is not installed (Qwen-Image-Edit: "
+            "torchvision); install it or choose another model.",
+        ) from exc
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as exc:
         log.warning("model load failed: %s", type(exc).__name__)
         raise ModelError("model_load_failed", LOAD_FAILED) from exc

@@ -394,3 +394,11 @@ def test_a_config_without_tokenizers_takes_them_from_the_comfyui_install(
     shutil.copytree(t5, install / "comfy" / "text_encoders" / "t5_tokenizer")
     result, _ = paint(files, info.name)
     assert np.array_equal(pixels(result.images[0]), pixels(expected.images[0]))
+
+
+def test_an_sd_model_refuses_reference_pictures_instead_of_dropping_them(models_dir):
+    engine = Engine(ModelRegistry(models_dir), device="cpu")
+    request = GenerationRequest("a boat", model="demo-tiny-sd", references=[photo()])
+    with pytest.raises(InputError) as caught:
+        engine.validate(request)
+    assert caught.value.code == "references_not_for_model"
