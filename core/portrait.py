@@ -62,7 +62,9 @@ from core.engine import GenerationRequest
 from core.errors import InputError
 
 PORTRAIT_ARCHES = ("sd1", "sdxl")
-DEFAULT_SUBJECT = "a portrait of a person, head and shoulders"
+DEFAULT_SUBJECT = "a portrait of a person, head and shoulders"  # the person's words follow it
+# Added to the negative prompt for SD 1.x / SDXL (the transformer families take none).
+PORTRAIT_NEGATIVE = "deformed face, distorted features, extra limbs, lowres"
 MIN_ASPECT, MAX_ASPECT = 0.5, 2.0  # width / height of the result
 MIN_STRENGTH, MAX_STRENGTH = 0.3, 1.0
 NO_ADAPTER_STRENGTH_DROP = 0.2  # plain styled img2img: keep more of the photo's pixels
@@ -303,7 +305,10 @@ def portrait_request(
     if problem is not None and not without_face_keeping:
         raise problem
     adapter = face_adapter(info, library) if problem is None else None
-    subject = prompt.strip() or DEFAULT_SUBJECT
+    words = prompt.strip()
+    subject = f"{DEFAULT_SUBJECT}, {words}" if words else DEFAULT_SUBJECT
+    if info.arch in RECIPES:
+        negative_prompt = ", ".join(p for p in (negative_prompt.strip(), PORTRAIT_NEGATIVE) if p)
     styled, negative = (style.apply(subject, negative_prompt) if style is not None
                         else (subject, negative_prompt.strip()))
     center = getattr(style, "portrait_strength", None) if style is not None else None

@@ -13,6 +13,7 @@ from core.errors import InputError
 from core.library import ModelLibrary
 from core.portrait import (
     DEFAULT_SUBJECT,
+    PORTRAIT_NEGATIVE,
     RECIPES,
     missing,
     missing_error,
@@ -110,7 +111,13 @@ def test_the_request_uses_the_recipe_defaults_and_the_style(full):
     assert "colourful" in made.negative_prompt
     # the style's own portrait_strength moves the middle of the slider (ink wash 0.85 > anime 0.8)
     assert made.strength > request(SDXL, full, style_id="anime").strength
-    assert request(SDXL, full, style_id=None).prompt == DEFAULT_SUBJECT
+    plain = request(SDXL, full, style_id=None)
+    assert plain.prompt == DEFAULT_SUBJECT and plain.negative_prompt == PORTRAIT_NEGATIVE
+    # the person's words follow the subject; their negative words come first
+    words = portrait_request(" smiling, red scarf ", None, 0.5, False, 1, None, SD1, full,
+                             None, negative_prompt="hat")
+    assert words.prompt == f"{DEFAULT_SUBJECT}, smiling, red scarf"
+    assert words.negative_prompt == f"hat, {PORTRAIT_NEGATIVE}"
     # the demo model keeps its own (tiny) defaults
     demo = request(DEMO, full)
     assert (demo.num_inference_steps, demo.width, demo.height) == (DEMO.spec.default_steps, 256, 256)
@@ -170,6 +177,7 @@ def test_missing_models_refuse_the_request_unless_the_person_goes_on_without(ful
     # a family without a recipe (FLUX.2 [klein]: 4 distilled steps) keeps its own numbers
     klein = request(KLEIN, full, keep_pose=True, without_face_keeping=True)
     assert klein.ip_adapters == [] and klein.controlnets == []
+    assert PORTRAIT_NEGATIVE not in klein.negative_prompt
     assert (klein.num_inference_steps, klein.sampler, klein.guidance_scale) == (
         KLEIN.spec.default_steps, KLEIN.spec.default_sampler, KLEIN.spec.default_guidance)
     assert missing_error(KLEIN, full).code == "portrait_arch_unsupported"
