@@ -764,8 +764,9 @@ _WORDS = {
 def describe(plan: DevicePlan, lang: str = "en") -> str:
     """One short line: "group offload, about 6.1 GB on the GPU", "cpu, about 2.0 GB of RAM"."""
     words = _WORDS.get(lang, _WORDS["en"])
-    if not isinstance(plan, Plan):
-        return words["gpu"].format(mode=words.get(plan.memory_mode, plan.memory_mode), gb="?")
+    if not isinstance(plan, Plan):  # an old-style DevicePlan: the mode only, no estimate
+        mode = "full" if plan.memory_mode == "none" else plan.memory_mode
+        return words.get(mode, mode)
     forced = words["forced"] if plan.forced else ""
     if plan.placement == "cpu":
         return words["cpu"].format(gb=_gb(plan.peak_ram)) + forced
