@@ -102,7 +102,11 @@ RAM_RESERVE = int(1.0 * GB)
 STORAGE_BYTES = {"fp8": 1.02, "bnb-8bit": 1.05, "bnb-4bit": 0.55}
 GGUF_Q4_BYTES = 0.57
 
-_BLOCK = re.compile(r"^(.*?\.\d+)\.")
+_BLOCK = re.compile(r"^(.*?\.\d+)\.")  # a text encoder's layer: "encoder.layers.7."
+# A denoiser's block as diffusers' block-level group offload sees it: a top-level ModuleList's
+# item ("transformer_blocks.3.", "down_blocks.1."); anything else (mid_block, embedders) is
+# onloaded with the model itself.
+_TOP_BLOCK = re.compile(r"^([^.]+\.\d+)\.")
 
 
 @dataclass(frozen=True)
@@ -173,9 +177,13 @@ def _numel(shape: Any) -> int:
 def _part(name: str, tensors: list[tuple[str, int]], stored: int | None = None) -> Part:
     blocks: dict[str, int] = {}
     largest = 0
+    denoiser = name in ("transformer", "unet")
     for key, count in tensors:
         largest = max(largest, count)
-        match = _BLOCK.match(key)
+        if denoiser:
+            match = _TOP_BLOCK.match(key.removeprefix("model.diffusion_model."))
+        else:
+            match = _BLOCK.match(key)
         if match:
             blocks[match.group(1)] = blocks.get(match.group(1), 0) + count
     return Part(
