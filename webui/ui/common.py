@@ -299,6 +299,8 @@ def plan_line(studio: Studio, info: ModelInfo | None, lang: str) -> str:
         plan = studio.engine.plan_for(info)
     except InputError as err:  # it fits in no memory mode: the sentence says what would
         return error_text(err, lang)
+    except OSError:  # its files moved or vanished since the scan: the job will say so
+        return ""
     return text("memory_plan", lang, plan=describe(plan, lang))
 
 
