@@ -18,7 +18,9 @@ The path of a run, each step owned here (the UI, :mod:`webui.ui.common`, and the
 5. **submit** ``iterations`` jobs, one after another (AUTOMATIC1111's ``n_iter``; seed + index x
    batch size each), with ``kind`` (txt2img, img2img, inpaint) for the audit trail. ``prepare``
    decrypts the pictures on the worker just before a job starts; ``on_end`` pastes the original
-   back outside the blurred mask after inpainting (AUTOMATIC1111's overlay) and **shreds** the
+   back outside the blurred mask after inpainting (AUTOMATIC1111's overlay), takes the decrypted
+   pictures out of the ended job's request (:func:`without_pictures`: a reference face is not
+   held while later batches run) and **shreds** the
    spool when the run cannot go on — done, failed, cancelled, interrupted, the caller gone; the
    run's ``finally`` shreds as well, however it ends.
 6. **wait** without polling: :class:`core.jobs.JobWaiter` (``Job.subscribe`` +
@@ -277,9 +279,8 @@ def place(request: GenerationRequest, name: str, picture: Image.Image) -> Genera
             adapter, images=_at(adapter.images, j, picture, name, grow=True))
         return dataclasses.replace(
             request, ip_adapters=_at(request.ip_adapters, i, adapter, name, grow=False))
-    references = list(getattr(request, "references", []))  # kind == "edit"
-    fields: dict[str, Any] = {"references": _at(references, i, picture, name, grow=True)}
-    return dataclasses.replace(request, **fields)
+    return dataclasses.replace(  # kind == "edit"
+        request, references=_at(request.references, i, picture, name, grow=True))
 
 
 def with_pictures(request: GenerationRequest, pictures: dict[str, Image.Image]) -> GenerationRequest:
@@ -292,15 +293,14 @@ def with_pictures(request: GenerationRequest, pictures: dict[str, Image.Image]) 
 def without_pictures(request: GenerationRequest) -> GenerationRequest:
     """``request`` with no picture left in it: what waits in the queue (the pictures wait in
     the spool, encrypted). A unit without its picture keeps every other setting."""
-    fields: dict[str, Any] = {
-        "image": None,
-        "mask": None,
-        "controlnets": [dataclasses.replace(unit, image=None) for unit in request.controlnets],
-        "ip_adapters": [dataclasses.replace(unit, images=[]) for unit in request.ip_adapters],
-    }
-    if hasattr(request, "references"):
-        fields["references"] = []
-    return dataclasses.replace(request, **fields)
+    return dataclasses.replace(
+        request,
+        image=None,
+        mask=None,
+        controlnets=[dataclasses.replace(unit, image=None) for unit in request.controlnets],
+        ip_adapters=[dataclasses.replace(unit, images=[]) for unit in request.ip_adapters],
+        references=[],
+    )
 
 
 def pictures_in(request: GenerationRequest) -> list[str]:
@@ -312,7 +312,7 @@ def pictures_in(request: GenerationRequest) -> list[str]:
               if unit.image is not None]
     names += [f"reference:{i}:{j}" for i, unit in enumerate(request.ip_adapters)
               for j in range(len(unit.images))]
-    names += [f"edit:{j}" for j in range(len(getattr(request, "references", [])))]
+    names += [f"edit:{j}" for j in range(len(request.references))]
     return names
 
 
@@ -416,6 +416,7 @@ async def paint(
                     ]
             finally:
                 decoded.clear()
+                job.request = without_pictures(job.request)  # the job lets go of them now
                 last = run.index >= run.iterations - 1
                 going_on = job.state is JobState.DONE or job.id in run.skipped
                 if last or run.interrupted or not going_on:

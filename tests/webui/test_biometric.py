@@ -38,6 +38,7 @@ from privacy.inventory import PORTRAIT_FLOWS, STORES
 from privacy.scrub import scrub
 from tests.webui.test_api import SD, Member, Running, member, start_server
 from tests.webui.test_api_controlnet import FACE, IP_ADAPTER, build_portrait_library
+from webui.run import pictures_in
 
 PROMPT = "a watercolour portrait of a secretive otter"
 BIG_FILE = 64 * 1024 * 1024  # temp files larger than this are model copies, not looked into
@@ -269,6 +270,26 @@ def test_a_cancelled_portrait_job_leaves_no_trace(server, alice, face, server_di
     assert json.loads(box["r"].json()["info"]).get("interrupted") is True
     assert_no_trace(server, face, server_dir, private_temp, since)
     assert face.in_text(logged(caplog)) == []
+
+
+def test_no_ended_job_holds_the_face_while_the_run_goes_on(server, alice, face):
+    """A run of several batches: each job lets go of its decrypted pictures (the reference
+    face included) when it ends, not when the whole run ends."""
+    seen: dict[str, Any] = {}
+    box: dict[str, httpx.Response] = {}
+    body = portrait(face, n_iter=3)
+    thread = threading.Thread(target=lambda: box.setdefault("r", post(server, alice, body)))
+    thread.start()
+    while thread.is_alive():
+        for job in server.studio.queue.jobs_of(alice.user_id):
+            seen.setdefault(job.id, job)
+        time.sleep(0.005)
+    thread.join()
+    assert box["r"].status_code == 200, box["r"].text
+    assert len(seen) >= 2
+    for job in seen.values():
+        assert job.done
+        assert pictures_in(job.request) == [], "an ended job still holds its pictures"
 
 
 def test_the_needles_are_found_where_they_are(face, tmp_path):
