@@ -1,7 +1,8 @@
 """The AUTOMATIC1111 API with the transformer families (issue 13), on a real in-process server.
 
 The models folder is a ComfyUI one with tiny FLUX.2 [klein] and SD 3.5 Medium diffusers folders
-(random weights, tests/family_files.py) in ``diffusers/``. ``sd-models`` lists both with their family;
+(random weights, tests/family_files.py) in ``diffusers/``, and the same klein as parts
+(``diffusion_models/`` + ``text_encoders/`` + ``vae/``, ComfyUI's file names). ``sd-models`` lists both with their family;
 txt2img/img2img paint with them; what a family ignores is named in ``info.obscura_ignored``
 (never silently dropped); ``sampler_name`` is mapped per family or refused with one sentence;
 ``init_images[1:]`` are an edit model's reference pictures. A network guard records every
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (family_f
 from netguard import network_guard  # noqa: E402
 
 KLEIN, SD35 = "flux-2-klein-tiny", "sd35-medium-tiny"
+KLEIN_PARTS = "flux-2-klein-4b"  # ComfyUI's file name for FLUX.2 [klein] 4B
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +44,33 @@ def family_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("family-models")
     save_family(folder / "diffusers" / KLEIN, "flux2", "klein", "diffusers")
     save_family(folder / "diffusers" / SD35, "sd3", "medium", "diffusers")
+    # The same tiny klein as ComfyUI users have it: diffusion_models/flux-2-klein-4b.safetensors,
+    # text_encoders/qwen_3_4b.safetensors, vae/flux2-vae.safetensors (same seed: same weights).
+    written = save_family(folder, "flux2", "klein", "parts")
+    assert written["transformer"].name == f"{KLEIN_PARTS}.safetensors"
     ldm_vae(folder / "vae" / "sd-vae.safetensors")  # an SD VAE, for the saved-VAE test
     return folder
 
 
 @pytest.fixture(scope="module")
-def server(guard: list[str], family_models: Path,
+def tiny_klein_config(family_models: Path, tmp_path_factory: pytest.TempPathFactory
+                      ) -> Iterator[None]:
+    """The tiny klein's own config (its diffusers folder without weights) stands in for the
+    shipped core/configs/flux2-klein, which describes the real 4B model's shapes."""
+    import shutil
+
+    from core import pipelines
+
+    config = tmp_path_factory.mktemp("klein-config") / "flux2-klein"
+    shutil.copytree(family_models / "diffusers" / KLEIN, config,
+                    ignore=shutil.ignore_patterns("*.safetensors"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipelines, "flow_config_folder", lambda info: config)
+        yield
+
+
+@pytest.fixture(scope="module")
+def server(guard: list[str], family_models: Path, tiny_klein_config: None,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     yield from start_server(tmp_path_factory.mktemp("families"), family_models, accounts=False,
                             default_model=KLEIN)
@@ -92,6 +115,19 @@ def test_txt2img_with_a_distilled_model_names_what_it_ignored(server: Running) -
     info = json.loads(answer.json()["info"])
     assert info["sd_model_name"] == SD35
     assert not {"negative_prompt", "cfg_scale"} & set(info["obscura_ignored"])
+
+
+def test_comfyui_parts_paint_the_same_picture_as_the_diffusers_folder(server: Running) -> None:
+    models = {m["model_name"]: m for m in httpx.get(f"{server.url}/sdapi/v1/sd-models").json()}
+    assert models[KLEIN_PARTS]["obscura_family"]["format"] == "parts"
+    assert models[KLEIN_PARTS]["filename"] == f"{KLEIN_PARTS}.safetensors"
+    pictures = []
+    for model in (KLEIN_PARTS, KLEIN):
+        answer = post(server, "txt2img", small(override_settings={"sd_model_checkpoint": model}))
+        assert answer.status_code == 200, answer.text
+        assert json.loads(answer.json()["info"])["sd_model_name"] == model
+        pictures.append(png_of(answer.json()["images"][0]).tobytes())
+    assert pictures[0] == pictures[1]
 
 
 def test_webuiapi_paints_with_a_flow_family(server: Running) -> None:
