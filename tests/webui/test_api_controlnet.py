@@ -393,3 +393,12 @@ def test_the_controlnet_routes_need_a_caller_and_json(server, alice):
     assert form.status_code == 415
     unknown = httpx.get(f"{server.url}/controlnet/render_openpose_json", headers=alice.bearer)
     assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_endpoint"
+
+
+def test_every_union_control_type_name_is_one_the_engine_knows():
+    from core import control
+    from webui.api.controlnet import UNION_TYPES
+
+    assert set(UNION_TYPES) == {"openpose", "depth", "soft edge", "hard edge", "normal map",
+                                "segmentation", "tile", "inpaint"}  # the extension's names
+    assert set(UNION_TYPES.values()) <= set(control.UNION_TYPES)
