@@ -376,6 +376,12 @@ def test_detect_returns_the_canny_edges_of_the_picture(server, alice):
      "controlnet_input_images.0"),
     ({"controlnet_module": "canny", "controlnet_processor_res": 5000,
       "controlnet_input_images": ["x"]}, "controlnet_processor_res"),
+    ({"controlnet_module": "canny", "controlnet_processor_res": 10,
+      "controlnet_input_images": [b64(drawing())]}, "controlnet_processor_res"),
+    ({"controlnet_module": "pyracanny", "controlnet_threshold_a": 0,
+      "controlnet_input_images": [b64(drawing())]}, "controlnet_threshold_a"),
+    ({"controlnet_module": "canny", "controlnet_input_images": ["aGVsbG8="]},
+     "controlnet_input_images.0"),
 ])
 def test_detect_refuses_bad_input_with_one_sentence(server, alice, body, field):
     response = httpx.post(f"{server.url}/controlnet/detect", headers=alice.bearer, json=body)

@@ -120,6 +120,10 @@ SUBFIELD = {
     "control_threshold_out_of_range": "threshold_a",
     "unknown_control_module": "module",
 }
+# core.preprocess's error codes → the detect field at fault.
+DETECT_FIELD = {"unknown_control_module": "controlnet_module",
+                "control_res_out_of_range": "controlnet_processor_res",
+                "control_threshold_out_of_range": "controlnet_threshold_a"}
 PICTURES_PER_BODY = 4  # base64 pictures' worth of one txt2img/img2img/detect body
 _LINK = re.compile(r"^[a-z][a-z0-9+.-]*:(?://)?", re.I)
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\s]")
@@ -387,8 +391,7 @@ def detect_one(studio: Studio, text: str, where: str, body: DetectRequest) -> st
         result = preprocess(module, picture, DEFAULT_RES if res < 0 else res,
                             DEFAULT_LOW if low < 0 else low, DEFAULT_HIGH if high < 0 else high)
     except InputError as err:
-        raise input_problem(err, "controlnet_module" if err.code == "unknown_control_module"
-                            else None) from None
+        raise input_problem(err, DETECT_FIELD.get(err.code)) from None
     buffer = io.BytesIO()
     result.save(buffer, format="PNG")  # a map made from the pixels alone: no metadata to keep
     return base64.b64encode(buffer.getvalue()).decode("ascii")
