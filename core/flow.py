@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("obscura.core")
 
 MAX_REFERENCES = 4
+REFERENCE_AREA = 1024 * 1024
+MIN_REFERENCE_SIDE = 64  # pixels; the edit pipelines' image processors need at least this
 SD_ONLY = "Stable Diffusion 1.x, 2.x and SDXL models"
 
 
@@ -112,6 +114,13 @@ def check_request(request: GenerationRequest, info: ModelInfo) -> Family:
             "not_an_image",
             "The {what} is not an image; use a PNG, JPEG or WebP file.",
             what="reference",
+        )
+    if any(min(picture.size) < MIN_REFERENCE_SIDE for picture in references):
+        # FLUX.2's image processor refuses them inside the job (a 500 otherwise).
+        raise InputError(
+            "reference_too_small",
+            "Each reference picture must be at least {min} pixels wide and high.",
+            min=MIN_REFERENCE_SIDE,
         )
     if references and len(references) > fam.max_references:
         if fam.max_references == 0:
@@ -213,7 +222,10 @@ def _mode_inputs(
         if request.mask is not None
         else None
     )
-    references = [picture.convert("RGB") for picture in request.references]
+    # A reference costs the transformer its pixels in tokens: none larger than the picture
+    # painted (or 1 MP, the size the edit models are trained at, when that is smaller).
+    area = max(width * height, REFERENCE_AREA)
+    references = [_bounded(picture.convert("RGB"), area) for picture in request.references]
     out: dict[str, Any] = {}
     if fam.inpaint_only:  # FLUX.1 Fill: every mode is inpainting
         if photo is None:
@@ -237,6 +249,16 @@ def _mode_inputs(
     if mode == "edit":
         return {"image": references if fam.max_references > 1 else references[0]}
     return {}
+
+
+def _bounded(picture: Image.Image, area: int) -> Image.Image:
+    """``picture`` scaled down (aspect kept, sides multiples of 16) to at most ``area`` pixels."""
+    if picture.width * picture.height <= area:
+        return picture
+    scale = (area / (picture.width * picture.height)) ** 0.5
+    size = (max(16, int(picture.width * scale) // 16 * 16),
+            max(16, int(picture.height * scale) // 16 * 16))
+    return picture.resize(size, Image.Resampling.LANCZOS)
 
 
 class _Preview:
@@ -301,7 +323,10 @@ def generate(
 
     steps = int(request.num_inference_steps or spec.default_steps)
     asked = request.guidance_scale is not None
-    guidance = float(spec.default_guidance if not asked else request.guidance_scale)
+    guidance = (
+        float(request.guidance_scale) if request.guidance_scale is not None
+        else float(spec.default_guidance)
+    )
     batch = int(request.batch_size)
     seed = (
         int(request.seed)

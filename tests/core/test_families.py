@@ -402,3 +402,16 @@ def test_an_sd_model_refuses_reference_pictures_instead_of_dropping_them(models_
     with pytest.raises(InputError) as caught:
         engine.validate(request)
     assert caught.value.code == "references_not_for_model"
+
+
+def test_a_large_reference_is_scaled_down_before_it_costs_tokens(engine):
+    from core.flow import REFERENCE_AREA, _bounded
+
+    big = _bounded(Image.new("RGB", (4000, 3000)), REFERENCE_AREA)
+    assert big.width * big.height <= REFERENCE_AREA
+    assert big.width % 16 == 0 and big.height % 16 == 0
+    assert abs(big.width / big.height - 4 / 3) < 0.02
+    small = Image.new("RGB", (64, 48))
+    assert _bounded(small, REFERENCE_AREA) is small
+    result, _ = paint(engine, "flux2-klein", references=[photo().resize((2048, 2048))])
+    assert result.images[0].size == (64, 64)
