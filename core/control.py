@@ -114,6 +114,7 @@ UNION_TYPES = {
     "mlsd": 3,
     "normal": 4,
     "segment": 5,
+    "seg": 5,
     "tile": 6,
     "repaint": 7,
 }
@@ -928,6 +929,18 @@ def applied(engine: Any, request: Any, info: Any, pipe: Any = None) -> Iterator[
                     for u in controlnets]
             from diffusers import ControlNetUnionModel
 
+            for index, net in enumerate(nets):
+                # a file whose header told no architecture is checked against the UNet here
+                if int(net.config.cross_attention_dim) != int(unet.config.cross_attention_dim) or (
+                    tuple(net.config.block_out_channels) != tuple(unet.config.block_out_channels)
+                ):
+                    raise InputError(
+                        "controlnet_mismatch",
+                        "ControlNet unit {index} does not fit this checkpoint; pick a ControlNet "
+                        "made for {model_arch}.",
+                        index=index,
+                        model_arch=_title(info.arch),
+                    )
             kinds = {isinstance(net, ControlNetUnionModel) for net in nets}
             if len(kinds) > 1:
                 raise InputError(

@@ -354,6 +354,17 @@ def test_sdxl_controlnet_and_union(engine: Engine) -> None:
     assert torch.equal(plain(engine, XL), base)
 
 
+def test_a_controlnet_of_unknown_arch_that_does_not_fit_is_one_sentence(lib: Path) -> None:
+    other = _engine(lib)
+    items = _items(lib)
+    # an SDXL ControlNet whose header told no architecture, on the SD 1.x model
+    items["controlnet"] = [replace(items["controlnet"][2], name="mystery", arch=None)]
+    other.registry.library = _Library(other.registry.library.inner, items)  # type: ignore[attr-defined]
+    err = error(other, controlnets=[unit(model="mystery")])
+    assert err.code == "controlnet_mismatch"
+    model_is_clean(other)
+
+
 def test_controlnets_are_loaded_once(engine: Engine) -> None:
     plain(engine, controlnets=[unit()])
     loads = control.cache_for(engine).loads
