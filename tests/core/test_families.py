@@ -415,3 +415,32 @@ def test_a_large_reference_is_scaled_down_before_it_costs_tokens(engine):
     assert _bounded(small, REFERENCE_AREA) is small
     result, _ = paint(engine, "flux2-klein", references=[photo().resize((2048, 2048))])
     assert result.images[0].size == (64, 64)
+
+
+# -- the shipped configs (core/configs, F1) against the table -------------------------------------
+def shipped_family_configs() -> list[Path]:
+    from importlib import resources
+
+    root = Path(str(resources.files("core.configs")))
+    return sorted(d for d in root.iterdir()
+                  if (d / "model_index.json").is_file() and d.name.split("-")[0] in FAMILIES)
+
+
+@pytest.mark.parametrize("folder", shipped_family_configs(), ids=lambda p: p.name)
+def test_each_shipped_config_is_the_pipeline_the_table_loads_and_runs_its_samplers(folder):
+    import json
+
+    from core.samplers import FLOW_SAMPLERS, make_flow_scheduler
+
+    arch, variant = folder.name.split("-", 1)
+    variant = variant.removesuffix("-9b")
+    fam = family(arch, variant)
+    index = json.loads((folder / "model_index.json").read_text("utf-8"))
+    assert index["_class_name"] == fam.base_pipeline
+    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text("utf-8"))
+    for sampler in fam.samplers:
+        scheduler = make_flow_scheduler(FLOW_SAMPLERS[sampler], config)
+        options = {"mu": 0.8} if config.get("use_dynamic_shifting") else {}
+        scheduler.set_timesteps(4, **options)
+        sigmas = scheduler.sigmas
+        assert len(scheduler.timesteps) >= 4 and float(sigmas[0]) > float(sigmas[-1]) >= 0.0
