@@ -9,6 +9,7 @@ the model carries nothing of it.
 from __future__ import annotations
 
 import gc
+import logging
 import weakref
 from dataclasses import replace
 from pathlib import Path
@@ -577,3 +578,17 @@ def test_running_out_of_memory_loading_a_controlnet_is_one_sentence(
     cache = control.cache_for(other)
     assert not cache.encoders and not cache.adapters  # what was kept was given back
     model_is_clean(other)
+
+
+def test_portrait_jobs_log_no_names_and_nothing_of_a_face(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    face = Image.open(FACE).convert("RGB")
+    blank = Image.new("RGB", (128, 128), (200, 200, 200))
+    with caplog.at_level(logging.DEBUG):
+        paint(engine, controlnets=[unit()], ip_adapters=[ip(images=[face], crop_face=True)])
+        error(engine, ip_adapters=[ip(images=[blank], crop_face=True)])
+        error(engine, controlnets=[unit(model="edges-xl")])
+    for record in caplog.records:
+        text = record.getMessage().lower()
+        assert not any(word in text for word in ("edges", "ip-sd", "face", "portrait")), text
