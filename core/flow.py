@@ -31,6 +31,7 @@ path: one CPU generator per picture, ``callback_on_step_end``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Callable
@@ -350,11 +351,17 @@ def generate(
         ]
         if skipped:
             extras["skipped_networks"] = skipped
+    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+    if sampler.options.get("stochastic_sampling"):
+        # The pipelines call scheduler.step without a generator: the ancestral noise would come
+        # from torch's global RNG (not the seed's). Each picture's own generator goes on from
+        # its starting noise, as A1111's samplers do; the scheduler is this job's own.
+        pipe.scheduler.step = functools.partial(pipe.scheduler.step, generator=generators)
     kwargs: dict[str, Any] = {
         "prompt": prompt,
         "num_inference_steps": steps,
         "num_images_per_prompt": batch,
-        "generator": [torch.Generator("cpu").manual_seed(s) for s in seeds],
+        "generator": generators,
         "width": width,
         "height": height,
         "output_type": "pil",

@@ -444,3 +444,16 @@ def test_each_shipped_config_is_the_pipeline_the_table_loads_and_runs_its_sample
         scheduler.set_timesteps(4, **options)
         sigmas = scheduler.sigmas
         assert len(scheduler.timesteps) >= 4 and float(sigmas[0]) > float(sigmas[-1]) >= 0.0
+
+
+@pytest.mark.parametrize("model", ["flux1-schnell", "sd3-medium"])
+def test_euler_a_noise_comes_from_the_seed_not_the_global_rng(engine, model):
+    first, _ = paint(engine, model, sampler="Euler a", num_inference_steps=3)
+    torch.manual_seed(12345)  # the global RNG moves; the picture must not
+    torch.rand(100)
+    again, _ = paint(engine, model, sampler="Euler a", num_inference_steps=3)
+    assert np.array_equal(pixels(first.images[0]), pixels(again.images[0]))
+    other, _ = paint(engine, model, sampler="Euler a", num_inference_steps=3, seed=8)
+    assert not np.array_equal(pixels(first.images[0]), pixels(other.images[0]))
+    batch, _ = paint(engine, model, sampler="Euler a", num_inference_steps=3, batch_size=2)
+    assert np.abs(pixels(batch.images[1]) - pixels(other.images[0])).max() <= 2
