@@ -5,15 +5,17 @@
 - Qwen2.5 / Qwen3 (FLUX.2 [klein], Z-Image, Qwen-Image): Alibaba's byte-level BPE
   (``vocab.json`` + ``merges.txt``; Qwen3 and Qwen2.5-VL share it).
 
-Where the T5 and Qwen files are looked for, first found wins:
+Where the T5 and Qwen files are looked for, first found wins (the owner's own copies first, so
+that a model runs with exactly the tokenizer its other tools use; Obscura's copy last):
 
-1. ``core/configs/tokenizers/t5`` and ``core/configs/tokenizers/qwen2`` (shipped with Obscura when
-   the release carries them; each file may be gzipped: ``tokenizer.json.gz``);
-2. a ComfyUI install the models folder belongs to: ComfyUI's code carries both at
+1. a ComfyUI install the models folder belongs to: ComfyUI's code carries both at
    ``comfy/text_encoders/t5_tokenizer/`` and ``comfy/text_encoders/qwen25_tokenizer/``
    (``<install>/models`` is the models folder);
-3. the matching ``tokenizer*/`` folder of any diffusers folder of the family in the library
-   (a FLUX.1 folder's ``tokenizer_2/`` is a T5 tokenizer).
+2. the matching ``tokenizer*/`` folder of any diffusers folder of the family in the library
+   (a FLUX.1 folder's ``tokenizer_2/`` is a T5 tokenizer);
+3. ``core/configs/tokenizers/t5`` and ``core/configs/tokenizers/qwen2`` (shipped with Obscura;
+   each file may be gzipped: ``tokenizer.json.gz``). The T5 one ships (google/t5-v1_1-xxl's
+   vocabulary, Apache-2.0; see core/configs/README.md); the Qwen one does not yet.
 
 None found: :class:`~core.errors.ModelError` ``tokenizer_missing`` names the file to add.
 Qwen3's pipelines (FLUX.2 [klein], Z-Image) call ``apply_chat_template(enable_thinking=False)``:
@@ -70,7 +72,7 @@ def shipped_folder(kind: str) -> Path:
 
 def candidate_folders(kind: str, models_dir: Path | None, diffusers_folders: list[Path]) -> list[Path]:
     """Where a tokenizer of ``kind`` is looked for, in order (see the module docstring)."""
-    out = [shipped_folder(kind)]
+    out: list[Path] = []
     if models_dir is not None:
         install = Path(models_dir).parent
         out.append(install / "comfy" / "text_encoders" / COMFY_FOLDERS[kind])
@@ -83,6 +85,7 @@ def candidate_folders(kind: str, models_dir: Path | None, diffusers_folders: lis
             if (component.startswith("tokenizer") and isinstance(spec, list) and len(spec) == 2
                     and spec[1] in DIFFUSERS_CLASSES[kind]):
                 out.append(folder / component)
+    out.append(shipped_folder(kind))
     return out
 
 

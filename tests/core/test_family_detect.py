@@ -811,3 +811,28 @@ def test_a_vae_named_for_another_family_is_not_paired(tmp_path: Path):
     assert _checkpoint(_library(tmp_path), "sd3.5_large").detail["part_names"]["vae"] == (
         "diffusion_pytorch_model"
     )
+
+
+def test_the_shipped_t5_tokenizer_is_the_published_one_and_loads_offline(tmp_path: Path):
+    """core/configs/tokenizers/t5 is FLUX.1's published tokenizer_2/tokenizer.json (google's
+    T5 v1.1 vocabulary), byte for byte; with no copy of the owner's it is the one used."""
+    import gzip
+    import hashlib
+
+    from netguard import network_guard
+
+    from core.family_tokenizers import load_tokenizer, shipped_folder
+
+    raw = gzip.decompress((shipped_folder("t5") / "tokenizer.json.gz").read_bytes())
+    assert hashlib.sha256(raw).hexdigest() == (
+        "6cd1badb7467cdab971403bbeb1945070ca385652385a2b6549f672b08089dfc"
+    )
+    vocab = json.loads(raw)["model"]["vocab"]
+    assert len(vocab) == 32100
+    with network_guard() as attempts:
+        t5 = load_tokenizer("t5", tmp_path / "models")
+        ids = t5("a photo of a cat").input_ids
+    assert attempts == []
+    # The pieces of the published vocabulary: "▁" 3, "a" 9, "▁photo" 1202, "▁of" 13, "▁cat" 1712.
+    assert ids == [3, 9, 1202, 13, 3, 9, 1712, 1]
+    assert [vocab[i][0] for i in ids[:-1]] == ["▁", "a", "▁photo", "▁of", "▁", "a", "▁cat"]
