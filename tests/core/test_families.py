@@ -383,6 +383,10 @@ def test_a_config_without_tokenizers_takes_them_from_the_comfyui_install(
     t5 = tmp_path / "t5"
     shutil.move(str(config / "tokenizer_2"), t5)  # as the shipped folders are: no tokenizer
     monkeypatch.setattr(pipelines, "flow_config_folder", lambda info: config)
+    # an install without Obscura's shipped T5 copy (the tiny model's T5 has its own vocabulary)
+    from core import family_tokenizers
+
+    monkeypatch.setattr(family_tokenizers, "shipped_folder", lambda kind: tmp_path / "none")
     expected, _ = paint(engine, "flux1-schnell")
     install = tmp_path / "ComfyUI"
     save_family(install / "models", "flux1", "schnell", fmt="parts")
@@ -457,3 +461,11 @@ def test_euler_a_noise_comes_from_the_seed_not_the_global_rng(engine, model):
     assert not np.array_equal(pixels(first.images[0]), pixels(other.images[0]))
     batch, _ = paint(engine, model, sampler="Euler a", num_inference_steps=3, batch_size=2)
     assert np.abs(pixels(batch.images[1]) - pixels(other.images[0])).max() <= 2
+
+
+@pytest.mark.parametrize("model", ["flux1-schnell", "qwenimage-base"])
+def test_a_prompt_the_text_encoder_cuts_is_reported(engine, model):
+    short, _ = paint(engine, model)
+    assert "prompt_truncated" not in short.extras.get("ignored", [])
+    long, _ = paint(engine, model, prompt="a red boat on a calm sea at dawn, " * 40)
+    assert "prompt_truncated" in long.extras["ignored"]
