@@ -385,17 +385,19 @@ async def paint(
             studio.spool.shred(spool_id)
 
     try:
-        kind = request.mode
+        pictures: dict[str, Image.Image] = {}
         if inputs.images:
             pictures = await asyncio.to_thread(_clean_images, studio, inputs)
-            checked = with_pictures(request, pictures)
-            await asyncio.to_thread(studio.engine.validate, checked)
-            kind = checked.mode
-            for name, picture in pictures.items():
-                spooled[name] = await asyncio.to_thread(
-                    studio.spool.put_image, picture, owner=owner
-                )
-            del pictures, checked  # from here on the pictures live in the spool only
+        # Checked here, complete, for every run (the queue does not check a request whose
+        # pictures come with ``prepare``): bad input is one sentence before anything waits.
+        checked = with_pictures(request, pictures)
+        await asyncio.to_thread(studio.engine.validate, checked)
+        kind = checked.mode
+        for name, picture in pictures.items():
+            spooled[name] = await asyncio.to_thread(
+                studio.spool.put_image, picture, owner=owner
+            )
+        del pictures, checked  # from here on the pictures live in the spool only
         sealed_to = sealing_key(studio, owner) if inputs.save else None
         decoded: dict[str, Image.Image] = {}
 

@@ -408,3 +408,30 @@ def test_every_union_control_type_name_is_one_the_engine_knows():
     assert set(UNION_TYPES) == {"openpose", "depth", "soft edge", "hard edge", "normal map",
                                 "segmentation", "tile", "inpaint"}  # the extension's names
     assert set(UNION_TYPES.values()) <= set(control.UNION_TYPES)
+
+
+def test_bad_input_is_refused_at_once_not_after_waiting_in_line(server, alice):
+    """The run checks every request complete before it is queued (the queue does not check
+    one whose pictures wait in the spool): a txt2img naming no installed model is a 422 while
+    another job still runs, and never waits behind it."""
+    import threading
+    import time
+
+    long_body = small(steps=150, width=256, height=256)
+    runner = threading.Thread(target=post, args=(server, alice, "txt2img", long_body))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.studio.queue.jobs_of(alice.user_id):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        bad = small(override_settings={"sd_model_checkpoint": "not-installed"})
+        started = time.monotonic()
+        response = post(server, alice, "txt2img", bad)
+        waited = time.monotonic() - started
+        painting = [job for job in server.studio.queue.jobs_of(alice.user_id) if not job.done]
+        refused(response, "sd_model_checkpoint")
+        assert painting, f"answered only after the other job ended ({waited:.1f} s)"
+    finally:
+        httpx.post(f"{server.url}/sdapi/v1/interrupt", headers=alice.bearer)
+        runner.join(60)
