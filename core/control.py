@@ -913,6 +913,10 @@ def applied(engine: Any, request: Any, info: Any, pipe: Any = None) -> Iterator[
     cache = cache_for(engine)
     unet = pipe.unet
     dtype, device = unet.dtype, unet.device
+    plan = getattr(engine, "plan", None)
+    offloaded = plan is not None and plan.memory_mode != "none"
+    if offloaded or device.type == "meta":  # the plan places them (core/pipelines.place)
+        device = torch.device("cpu")
     width, height = engine._size(request, info)
     photo = _photo(request)
     saved = _UnetState(unet)
@@ -1024,8 +1028,7 @@ def applied(engine: Any, request: Any, info: Any, pipe: Any = None) -> Iterator[
         cls = _pipeline_class(info, request.mode, union) if controlnets else type(pipe)
         job_pipe = cls.from_pipe(pipe, **components)
         job_pipe.set_progress_bar_config(disable=True)
-        plan = getattr(engine, "plan", None)
-        if plan is not None and plan.memory_mode != "none":
+        if offloaded and plan is not None:  # as the engine places the pipelines it derives
             from core import pipelines
 
             pipelines.place(job_pipe, plan)
