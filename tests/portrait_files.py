@@ -80,7 +80,18 @@ def build_controlnet(arch: str = "sd1", union: bool = False, seed: int = 11) -> 
     if union:
         if arch != "sdxl":
             raise ValueError("ControlNet-Union exists for SDXL only")
-        model = ControlNetUnionModel.from_unet(unet, load_weights_from_unet=True)
+        made = ControlNetUnionModel.from_unet(unet, load_weights_from_unet=True)
+        # from_unet keeps the real model's 320-wide control-type transformer; it must be as
+        # wide as the demo UNet's first block
+        width = int(unet.config.block_out_channels[0])
+        config = {k: v for k, v in made.config.items() if k != "_use_default_values"}
+        config.update(num_trans_channel=width, num_trans_head=2, num_proj_channel=width)
+        model = ControlNetUnionModel.from_config(config)
+        own = model.state_dict()
+        model.load_state_dict(
+            {k: v for k, v in made.state_dict().items() if k in own and own[k].shape == v.shape},
+            strict=False,
+        )
     else:
         model = ControlNetModel.from_unet(unet, load_weights_from_unet=True)
     _unzero(model, seed)
