@@ -169,6 +169,9 @@ def test_init_images_after_the_first_are_an_edit_models_references(server: Runni
     assert answer.json()["parameters"]["init_images"] is None  # never sent back
     too_many = post(server, "img2img", small(init_images=[b64(photo)] * 6))
     assert too_many.status_code == 422 and "init_images" in too_many.text
+    tiny = post(server, "img2img", small(init_images=[b64(photo), b64(reference.resize((40, 48)))]))
+    assert tiny.status_code == 422, tiny.text  # one sentence, not the pipeline's 500
+    assert tiny.json()["error"] == "reference_too_small" and "64 pixels" in tiny.json()["detail"]
     # Not an edit model: as before, the extra pictures are not used and info says so.
     answer = post(server, "img2img", small(init_images=[b64(photo), b64(reference)],
                                            override_settings={"sd_model_checkpoint": SD35}))
