@@ -271,7 +271,7 @@ def _ignored(result) -> list[str]:  # result: core.engine.GenerationResult
     names: list[str] = []
     shown = {"negative_prompt": "--negative-prompt", "cfg_scale": "--guidance",
              "strength": "--strength", "emphasis": "prompt weights",
-             "prompt_editing": "prompt editing"}
+             "prompt_editing": "prompt editing", "prompt_truncated": "the end of the prompt"}
     for name in result.extras.get("ignored", []):
         flag = shown.get(name, name)
         if flag not in names:

@@ -183,7 +183,8 @@ RATIOS = (("1:1", 1.0), ("4:3", 4 / 3), ("3:4", 3 / 4), ("3:2", 3 / 2), ("2:3", 
 CONTROL_LABELS = {"negative_prompt": "negative_prompt", "cfg_scale": "guidance",
                   "clip_skip": "clip_skip", "vae": "vae", "hires": "hires_fix",
                   "references": "references_short", "strength": "strength",
-                  "emphasis": "emphasis_short", "prompt_editing": "prompt_editing_short"}
+                  "emphasis": "emphasis_short", "prompt_editing": "prompt_editing_short",
+                  "prompt_truncated": "prompt_truncated_short"}
 
 
 @dataclass(frozen=True)
