@@ -25,7 +25,7 @@ from PIL import Image
 
 from core.preprocess import preprocess
 from tests.portrait_files import tiny_clip_vision, tiny_controlnet, tiny_ip_adapter
-from tests.webui.test_api import SD, Member, Running, member, start_server
+from tests.webui.test_api import SD, SDXL, Member, Running, member, start_server
 
 CONTROLNET, IP_ADAPTER, ENCODER = "tiny-canny-sd15", "ip-adapter-plus-face_sd15", "tiny-vit-h"
 FACE = Path(__file__).resolve().parents[1] / "data" / "astronaut-256.png"
@@ -33,8 +33,10 @@ PROMPT = "a portrait in ink wash, painted by a secretive otter"
 
 
 def build_portrait_library(folder: Path, demo_models: Path) -> Path:
-    """The demo SD model and the tiny portrait files, in A1111 / ComfyUI folder names."""
-    shutil.copytree(demo_models / SD, folder / SD)
+    """The demo SD and SDXL models and the tiny portrait files (for SD), in A1111 / ComfyUI
+    folder names."""
+    for name in (SD, SDXL):
+        shutil.copytree(demo_models / name, folder / name)
     tiny_controlnet(folder / "ControlNet" / CONTROLNET)
     tiny_ip_adapter(folder / "ipadapter" / f"{IP_ADAPTER}.safetensors", variant="plus")
     tiny_clip_vision(folder / "clip_vision" / ENCODER)
@@ -281,6 +283,16 @@ def test_no_face_in_a_reference_is_one_sentence_or_goes_on_when_asked(server, al
 ])
 def test_the_engines_own_unit_errors_name_the_units_field(server, alice, fields, field):
     refused(post(server, alice, "txt2img", small(**scripts(control_unit(**fields)))), field)
+
+
+@pytest.mark.parametrize("unit", [control_unit(), ip_unit()], ids=["controlnet", "ip-adapter"])
+def test_a_unit_for_another_architecture_names_the_units_model(server, alice, unit):
+    body = small(override_settings={"sd_model_checkpoint": SDXL}, **scripts(unit))
+    answer = refused(post(server, alice, "txt2img", body), f"{UNIT}.model")
+    # Told from the file's shapes before any work, or (the tiny files' widths are no real
+    # architecture's) when the weights do not fit the checkpoint.
+    assert answer["error"] in ("controlnet_wrong_arch", "controlnet_mismatch",
+                               "ipadapter_wrong_arch", "ipadapter_load_failed")
 
 
 def test_an_ip_adapter_module_with_a_controlnet_model_is_refused(server, alice):
