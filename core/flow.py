@@ -252,6 +252,20 @@ def _mode_inputs(
     return {}
 
 
+# The tokenizer of each family's long text encoder (T5 / Qwen), whose length the pipeline caps.
+_LONG_TOKENIZER = {"sd3": "tokenizer_3", "flux1": "tokenizer_2"}
+
+
+def _truncated(pipe: Any, arch: str, text: str) -> bool:
+    """Whether the pipeline's long text encoder will cut ``text`` (its ``max_sequence_length``,
+    counted with its own tokenizer; a family's prompt template is not counted)."""
+    tokenizer = getattr(pipe, _LONG_TOKENIZER.get(arch, "tokenizer"), None)
+    limit = inspect.signature(type(pipe).__call__).parameters.get("max_sequence_length")
+    if tokenizer is None or limit is None or not isinstance(limit.default, int):
+        return False
+    return len(tokenizer(text).input_ids) > limit.default
+
+
 def _bounded(picture: Image.Image, area: int) -> Image.Image:
     """``picture`` scaled down (aspect kept, sides multiples of 16) to at most ``area`` pixels."""
     if picture.width * picture.height <= area:
@@ -341,6 +355,8 @@ def generate(
 
     prompt, dropped = plain_prompt(request.prompt, steps)
     ignored += dropped
+    if _truncated(pipe, info.arch, prompt):
+        ignored.append("prompt_truncated")
     if request.allow_missing_networks:
         from core.networks import lora_uses
 
