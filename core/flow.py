@@ -43,7 +43,7 @@ from PIL import Image
 from core import prompts as prompt_syntax
 from core.errors import InputError, JobCancelled
 from core.families import Family, family_of
-from core.preview import fit_projection, grid_to_preview, unpack_latents
+from core.preview import fit_projection, grid_to_preview, preview_cells, unpack_latents
 from core.samplers import find_flow_sampler, make_flow_scheduler
 
 if TYPE_CHECKING:
@@ -295,8 +295,8 @@ class _Preview:
                 cache[key] = fit_projection(self.pipe, fam.latent_space, grid.shape[1],
                                             fam.packed)
             factors, bias = cache[key]
-            cell = fam.vae_scale_factor * (2 if fam.packed else 1)
-            return grid_to_preview(grid, factors, bias, cell)
+            cells = preview_cells(grid, fam.packed)
+            return grid_to_preview(cells, factors, bias, fam.vae_scale_factor)
         except (RuntimeError, ValueError, AttributeError, TypeError) as exc:
             log.info("preview skipped: %s", type(exc).__name__)
             return None

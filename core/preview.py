@@ -107,18 +107,26 @@ def decode_grid(pipe: Any, latent_space: str, grid: torch.Tensor, packed: bool) 
 def fit_projection(
     pipe: Any, latent_space: str, channels: int, packed: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(factors (C, 3), bias (3,)) of the least-squares latent -> RGB map of ``pipe``'s VAE."""
+    """(factors (C, 3), bias (3,)) of the least-squares latent -> RGB map of ``pipe``'s VAE
+    (C: the VAE latent's channels; a packed grid is unpatchified first, see :func:`preview_cells`)."""
     generator = torch.Generator("cpu").manual_seed(0)
     grid = torch.randn((2, channels, FIT_CELLS, FIT_CELLS), generator=generator)
     with torch.inference_mode():
         pictures = decode_grid(pipe, latent_space, grid, packed).float().cpu()
-    cell = pictures.shape[-1] // FIT_CELLS
-    means = torch.nn.functional.avg_pool2d(pictures, cell)  # (2, 3, 8, 8)
-    x = grid.permute(0, 2, 3, 1).reshape(-1, channels)
+    # A packed family's 2x2 patches are fitted per latent cell (C channels, not C*4): four
+    # times the samples for a quarter of the unknowns, so the map generalizes.
+    cells = _unpatchify(grid) if packed else grid
+    means = torch.nn.functional.avg_pool2d(pictures, pictures.shape[-1] // cells.shape[-1])
+    x = cells.permute(0, 2, 3, 1).reshape(-1, cells.shape[1])
     x = torch.cat([x, torch.ones(x.shape[0], 1)], dim=1)
     y = means.permute(0, 2, 3, 1).reshape(-1, 3)
     solution = torch.linalg.lstsq(x, y).solution  # (C + 1, 3)
     return solution[:-1], solution[-1]
+
+
+def preview_cells(grid: torch.Tensor, packed: bool) -> torch.Tensor:
+    """The latent cells a fitted projection reads: a packed grid's 2x2 patches unpatchified."""
+    return _unpatchify(grid) if packed else grid
 
 
 def grid_to_preview(grid: torch.Tensor, factors: torch.Tensor, bias: torch.Tensor,

@@ -476,3 +476,24 @@ def test_a_prompt_the_text_encoder_cuts_is_reported(engine, model):
     assert "prompt_truncated" not in short.extras.get("ignored", [])
     long, _ = paint(engine, model, prompt="a red boat on a calm sea at dawn, " * 40)
     assert "prompt_truncated" in long.extras["ignored"]
+
+
+@pytest.mark.parametrize(("arch", "variant"), DEFAULTS)
+def test_the_fitted_preview_predicts_what_the_vae_draws(engine, arch, variant):
+    """On latents it was not fitted on, the preview's projection explains part of the VAE's
+    mean colour per latent cell (R² > 0: better than one flat colour), for every latent space."""
+    from core.preview import decode_grid, fit_projection, preview_cells
+
+    info = engine.load(name(arch, variant))
+    pipe = engine._pipeline(info, "txt2img")
+    fam = family(arch, variant)
+    channels = fam.latent_channels * (4 if fam.packed else 1)
+    factors, bias = fit_projection(pipe, fam.latent_space, channels, fam.packed)
+    held_out = torch.randn((2, channels, 8, 8), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        pictures = decode_grid(pipe, fam.latent_space, held_out, fam.packed).float()
+    cells = preview_cells(held_out, fam.packed)
+    means = torch.nn.functional.avg_pool2d(pictures, pictures.shape[-1] // cells.shape[-1])
+    predicted = torch.einsum("bchw,cr->brhw", cells, factors) + bias.view(1, 3, 1, 1)
+    r2 = 1 - ((predicted - means) ** 2).sum() / ((means - means.mean()) ** 2).sum()
+    assert float(r2) > 0.05
