@@ -592,3 +592,24 @@ def test_portrait_jobs_log_no_names_and_nothing_of_a_face(
     for record in caplog.records:
         text = record.getMessage().lower()
         assert not any(word in text for word in ("edges", "ip-sd", "face", "portrait")), text
+
+
+@pytest.mark.parametrize(
+    ("arch", "layout", "style"),
+    [
+        # InstantStyle's own layers for SDXL
+        ("sdxl", "down_blocks.2.attentions.1.", "up_blocks.0.attentions.1."),
+        # the same places on SD 1.5's UNet (its deepest up block has no attention)
+        ("sd1", "down_blocks.2.attentions.1.", "up_blocks.1.attentions.1."),
+    ],
+)
+def test_style_layers_are_instantstyles_on_the_real_unets(arch: str, layout: str, style: str) -> None:
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+
+    folder = ROOT.parent / "core" / "configs" / f"{arch}-base" / "unet"
+    with init_empty_weights():  # the real shapes, no memory
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(folder)))
+    assert control.style_layers(unet) == (layout, style)
+    names = [n for n in unet.attn_processors if n.endswith("attn2.processor")]
+    assert any(n.startswith(layout) for n in names) and any(n.startswith(style) for n in names)
