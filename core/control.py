@@ -20,8 +20,9 @@ ControlNet
     ``control_guidance_start/end`` (one value per unit).
 
     Control modes, as sd-webui-controlnet implements them: "Balanced" adds the ControlNet's
-    residuals at the unit's weight; "My prompt is more important" is its *soft injection*: the
-    13 residuals are scaled by ``weight * 0.825 ** (12 - i)`` (shallow ones weaker);
+    residuals at the unit's weight; "My prompt is more important" is its *soft injection*: SD
+    1.5's 13 residuals are scaled by ``weight * 0.825 ** (12 - i)`` (shallow ones weaker; on
+    SDXL diffusers spreads the same 0.1 .. 1 over its 10);
     "ControlNet is more important" is soft injection plus *CFG injection*: the ControlNet acts
     on the prompt's half of the classifier-free-guidance batch only. diffusers' ``guess_mode``
     is exactly the latter (its ``logspace(-1, 0, 13)`` scales are A1111's 0.825 ** k, as 0.825 =
