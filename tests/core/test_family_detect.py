@@ -8,13 +8,9 @@ no disk); the tiny random models come from tests/family_files.py."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from family_files import save_family, save_gguf, write_header_file  # noqa: E402
 
 from core.library import ModelLibrary  # noqa: E402

@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from family_files import build_pipeline, save_family  # noqa: E402
 
 from core import planner
 from core.devices import plan as legacy_plan
 from core.errors import InputError
 from core.planner import GB, Part, Plan, apply, describe, model_sizes, plan_model
 from core.registry import ModelInfo
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from family_files import build_pipeline, save_family  # noqa: E402
 
 M = 10**6
 BF16 = torch.bfloat16

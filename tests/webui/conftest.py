@@ -113,7 +113,6 @@ def accounts_server(tmp_path_factory) -> Iterator[RunningServer]:
 def family_server(tmp_path_factory) -> Iterator[RunningServer]:
     """A personal-mode server whose models folder holds a tiny FLUX.2 [klein] (the default:
     first by name) and a tiny SD 3.5 Medium, both diffusers folders (tests/family_files.py)."""
-    sys.path.insert(0, str(HERE.parent))  # tests/ (family_files)
     from family_files import save_family
 
     state_dir = tmp_path_factory.mktemp("families")

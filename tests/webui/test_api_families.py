@@ -12,19 +12,15 @@ non-loopback connection of the whole module: none.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import webuiapi
+from netguard import network_guard  # noqa: E402
 from PIL import Image
 from test_api import Running, b64, png_of, start_server
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (family_files, netguard)
-
-from netguard import network_guard  # noqa: E402
 
 KLEIN, SD35 = "flux-2-klein-tiny", "sd35-medium-tiny"
 KLEIN_PARTS = "flux-2-klein-4b"  # ComfyUI's file name for FLUX.2 [klein] 4B

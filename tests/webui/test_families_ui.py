@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,8 +25,6 @@ from core.errors import InputError
 from core.planner import Plan
 from core.registry import ModelInfo
 from webui.ui.common import family_controls, family_updates, for_family, ignored_line
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (family_files)
 
 KLEIN = ModelInfo("klein", Path("/m/klein"), "flux2", "klein", "diffusers")
 SD35 = ModelInfo("sd35", Path("/m/sd35"), "sd3", "medium", "diffusers")
