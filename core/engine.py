@@ -227,8 +227,11 @@ class Engine:
             broken = self._networks is not None and self._networks.broken
             if self._model is not None and self._model == info and not broken:
                 return info
+            # Refused up front (one sentence) when it fits in no memory mode (core/planner.py),
+            # before the loaded model is let go: a model that cannot fit must not evict the one
+            # everybody else is painting with.
+            self.plan_for(info)
             self.unload()
-            # Refused up front (one sentence) when it fits in no memory mode: core/planner.py.
             self.plan = planner.plan_here(info, self.device, self.dtype, self.memory_mode)
             try:
                 base = pipelines.load_base_pipeline(info, self.dtype)
@@ -404,6 +407,10 @@ class Engine:
             self._check_hires(request, info)
         if request.upscale is not None:
             self._check_upscale(request)
+        elif info != self._model:
+            # A model that fits in no memory mode is one sentence before the job waits in line
+            # (core/planner.py; the loaded model's own plan is already known to fit).
+            self.plan_for(info)
         return info
 
     # -- hires fix and upscalers ----------------------------------------------------------

@@ -447,6 +447,37 @@ def test_the_engine_plans_each_model_and_refuses_before_loading(
     assert one_sentence(str(caught.value))
 
 
+def test_a_model_that_cannot_fit_does_not_evict_the_loaded_one(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Choosing a model that fits nowhere is refused before the loaded model is let go: one
+    person's mistake must not make everybody else's model reload (found by the review)."""
+    from core.demo import DEMO_NAME
+    from core.engine import Engine, GenerationRequest
+    from core.registry import ModelRegistry
+
+    engine = Engine(ModelRegistry(models_dir), device="cpu")
+    loaded = engine.load(DEMO_NAME["sd"])
+    pipes = dict(engine._pipes)
+    real_plan_here = planner.plan_here
+
+    def plan_here(info: ModelInfo, *args: Any, **kwargs: Any) -> Plan:
+        if info.name == DEMO_NAME["sdxl"]:
+            raise InputError("model_cannot_fit_ram", "It needs more memory than this machine has.")
+        return real_plan_here(info, *args, **kwargs)
+
+    monkeypatch.setattr(planner, "plan_here", plan_here)
+    with pytest.raises(InputError) as caught:
+        engine.load(DEMO_NAME["sdxl"])
+    assert caught.value.code == "model_cannot_fit_ram"
+    # ... and a job for it is refused when it is submitted, before it waits in line
+    with pytest.raises(InputError) as caught:
+        engine.validate(GenerationRequest(prompt="a cat", model=DEMO_NAME["sdxl"]))
+    assert caught.value.code == "model_cannot_fit_ram"
+    assert engine.current_model == loaded.name
+    assert engine._pipes["txt2img"] is pipes["txt2img"]
+
+
 # -- `obscura models` shows the plan ------------------------------------------------------------------
 def _models_cli(*args: str) -> Any:
     from click.testing import CliRunner
