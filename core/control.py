@@ -1091,6 +1091,15 @@ def applied(engine: Any, request: Any, info: Any, pipe: Any = None) -> Iterator[
             if networks is not None:
                 networks.broken = True
         job_pipe = None  # the job's pipeline (encoder, ControlNet wrapper) goes with the job
+        if offloaded and plan is not None and plan.memory_mode == "model-offload":
+            # Model offload hooks the shared UNet/VAE/text encoders into the job pipeline's chain
+            # (with its ControlNet and image encoder); hook them back into the model's own.
+            from core import pipelines
+
+            try:
+                pipelines.place(pipe, plan)
+            except Exception as exc:  # the next job's placement retries; say it, nothing else
+                log.warning("re-placing the model after a unit job failed: %s", type(exc).__name__)
 
 
 def _forget(tb: Any) -> None:
