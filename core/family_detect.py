@@ -101,10 +101,21 @@ def words(name: str) -> set[str]:
     return set(_WORDS.findall(name.lower()))
 
 
+MAX_BLOCKS = 512  # numbered blocks of one kind (the largest transformer here has 60)
+
+
 def shape_of(header: dict[str, Any], key: str) -> list[int]:
+    """A tensor's shape ([] when it is absent); a shape with a size of zero or less (a width
+    the detectors would divide by) is refused."""
     entry = header.get(key)
     if isinstance(entry, dict) and isinstance(entry.get("shape"), list):
-        return [int(n) for n in entry["shape"] if isinstance(n, int)]
+        shape = [int(n) for n in entry["shape"] if isinstance(n, int)]
+        if any(n <= 0 for n in shape):
+            raise ModelError(
+                "model_corrupt",
+                "The model file has a tensor whose size is zero or less; download it again.",
+            )
+        return shape
     return []
 
 
@@ -115,9 +126,28 @@ def _count(keys: set[str], prefix: str) -> int:
     for key in keys:
         if key.startswith(prefix):
             rest = key[start:].split(".", 1)[0]
-            if rest.isdigit():
+            if rest.isascii() and rest.isdigit():
                 found.add(int(rest))
     return max(found) + 1 if found else 0
+
+
+def _blocks(keys: set[str], prefix: str) -> list[int]:
+    """The numbers N of the blocks ``prefix{N}.``, refused unless they are 0, 1, ... in full
+    and at most MAX_BLOCKS of them (a block 999999999999 would make a config that big)."""
+    found = set()
+    start = len(prefix)
+    for key in keys:
+        if key.startswith(prefix):
+            rest = key[start:].split(".", 1)[0]
+            if rest.isascii() and rest.isdigit():
+                found.add(int(rest) if len(rest) <= 4 else MAX_BLOCKS)  # 5 digits: too many
+    if found and (max(found) + 1 != len(found) or len(found) > MAX_BLOCKS):
+        raise ModelError(
+            "model_corrupt",
+            f"The model file's blocks are not numbered 0 to N - 1 (N at most {MAX_BLOCKS}); "
+            "download it again.",
+        )
+    return sorted(found)
 
 
 def is_scaled_fp8(keys: set[str] | list[str]) -> bool:
@@ -320,13 +350,108 @@ def diffusers_family(folder: Path, class_name: str, index: dict[str, Any]) -> tu
 # -- GGUF -------------------------------------------------------------------------------------
 GGUF_ARCHITECTURES = {"flux", "sd3", "flux2", "lumina2", "qwen_image", "z_image", ""}
 MAX_GGUF_ENTRIES = 100_000  # tensors or metadata fields: a transformer has a few thousand
+MAX_GGUF_ITEMS = 1_000_000  # metadata array values in all (an LLM's vocabulary is ~150,000)
+MAX_GGUF_HEADER_BYTES = 64 * 1024 * 1024  # fields and tensor table (a transformer's: ~100 kB)
+MAX_GGUF_NAME_BYTES = 65_535  # a key or tensor name (the GGUF spec's bound on keys)
+MAX_GGUF_DIMS = 8  # ggml's tensors have at most 4
+# GGUF value types: UINT8 INT8 UINT16 INT16 UINT32 INT32 FLOAT32 BOOL (8 STRING, 9 ARRAY)
+# UINT64 INT64 FLOAT64, by their byte widths
+_GGUF_WIDTHS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_STRING, _GGUF_ARRAY, _GGUF_UINT32 = 8, 9, 4
+
+
+def _bad_gguf(why: str) -> ModelError:
+    return ModelError("model_corrupt", f"The file is not a valid GGUF file ({why}); download it again.")
+
+
+class _GGUFCursor:
+    """Reads a GGUF file's header in order, every length checked against the bytes left and the
+    header bound before anything is read or skipped."""
+
+    def __init__(self, handle: Any, size: int, order: str) -> None:
+        self.handle, self.size, self.order, self.pos = handle, size, order, 0
+
+    def _claim(self, n: int) -> None:
+        if self.pos + n > self.size:
+            raise _bad_gguf("a value runs past the end of the file")
+        if self.pos + n > MAX_GGUF_HEADER_BYTES:
+            raise _bad_gguf("its header is larger than 64 MiB")
+        self.pos += n
+
+    def read(self, n: int) -> bytes:
+        self._claim(n)
+        raw = self.handle.read(n)
+        if len(raw) != n:
+            raise _bad_gguf("a value runs past the end of the file")
+        return bytes(raw)
+
+    def skip(self, n: int) -> None:
+        self._claim(n)
+        if n <= 65_536:
+            self.handle.read(n)  # cheaper than a seek, which drops the read buffer
+        else:
+            self.handle.seek(self.pos)
+
+    def number(self, fmt: str) -> int:
+        import struct
+
+        value: int = struct.unpack(self.order + fmt, self.read(struct.calcsize(fmt)))[0]
+        return value
+
+    def name(self) -> str:
+        length = self.number("Q")
+        if length > MAX_GGUF_NAME_BYTES:
+            raise _bad_gguf("a name is longer than 65,535 bytes")
+        try:
+            return self.read(length).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _bad_gguf("a name is not UTF-8 text") from None
+
+    def value(self, kind: int, budget: list[int]) -> bytes | int | None:
+        """One metadata value: a string's bytes, a UINT32's number, None for what is skipped."""
+        if kind == _GGUF_STRING:
+            length = self.number("Q")
+            if length > 1024:
+                self.skip(length)  # nothing long is kept: only general.architecture is read
+                return None
+            return self.read(length)
+        if kind == _GGUF_UINT32:
+            return self.number("I")
+        if kind in _GGUF_WIDTHS:
+            self.skip(_GGUF_WIDTHS[kind])
+            return None
+        if kind != _GGUF_ARRAY:
+            raise _bad_gguf("a field has an unknown value type")
+        item, count = self.number("I"), self.number("Q")
+        if item == _GGUF_ARRAY:
+            raise _bad_gguf("it holds an array inside an array")
+        if item != _GGUF_STRING and item not in _GGUF_WIDTHS:
+            raise _bad_gguf("a field has an unknown value type")
+        budget[0] -= count
+        if count > MAX_GGUF_ITEMS or budget[0] < 0:
+            raise _bad_gguf("its metadata arrays hold more than a million values")
+        if item == _GGUF_STRING:
+            import struct
+
+            unpack = struct.Struct(self.order + "Q").unpack
+            for _ in range(count):
+                self.skip(unpack(self.read(8))[0])
+        else:
+            self.skip(count * _GGUF_WIDTHS[item])
+        return None
 
 
 def read_gguf_header(path: Path) -> tuple[dict[str, Any], str]:
     """A safetensors-like header (name -> {"shape": torch order, "dtype": quant type}) and the
-    ``general.architecture`` of a GGUF file, from its tensor table only (no weight is read)."""
+    ``general.architecture`` of a GGUF file, from its tensor table only (no weight is read).
+
+    The header is walked here, field by field, with each count and length bounded by the bytes
+    the file has left and by the bounds above (gguf's GGUFReader makes one Python object per
+    array value: a field claiming 10**12 values made it run for minutes). Nested arrays, unknown
+    value or tensor types, a name that is not UTF-8, a duplicate name and a tensor whose data the
+    file does not hold are refused with one sentence."""
     try:
-        from gguf import GGUFReader
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
     except ImportError:
         raise ModelError(
             "gguf_unavailable",
@@ -335,32 +460,65 @@ def read_gguf_header(path: Path) -> tuple[dict[str, Any], str]:
     import struct
 
     with path.open("rb") as handle:  # OSError: the caller says "could not be read"
+        size = path.stat().st_size
         prefix = handle.read(24)
-    if len(prefix) < 24 or prefix[:4] != b"GGUF":
-        raise ModelError("model_corrupt", "The file is not a valid GGUF file; download it again.")
-    tensors, fields = struct.unpack("<QQ", prefix[8:24])
-    if tensors > MAX_GGUF_ENTRIES or fields > MAX_GGUF_ENTRIES:
-        raise ModelError(
-            "model_corrupt", "The file is not a valid GGUF file (too many entries); download it again."
-        )
-    try:
-        reader = GGUFReader(str(path), "r")
-        header: dict[str, Any] = {}
-        for tensor in reader.tensors:
-            header[str(tensor.name)] = {
-                "shape": [int(n) for n in reversed(list(tensor.shape))],
-                "dtype": str(getattr(tensor.tensor_type, "name", tensor.tensor_type)),
-            }
-        architecture = ""
-        fld = reader.fields.get("general.architecture")
-        if fld is not None and fld.data:
-            architecture = bytes(fld.parts[fld.data[0]]).decode("utf-8", "replace")
-    except ModelError:
-        raise
-    except Exception:  # the gguf reader raises many kinds of error on a damaged file
-        raise ModelError(
-            "model_corrupt", "The file is not a valid GGUF file; download it again."
-        ) from None
+        if len(prefix) < 24 or prefix[:4] != b"GGUF":
+            raise ModelError("model_corrupt", "The file is not a valid GGUF file; download it again.")
+        order = "<"
+        (version,) = struct.unpack("<I", prefix[4:8])
+        if version & 0xFFFF == 0:  # written on a big-endian machine (gguf's own test)
+            order = ">"
+            (version,) = struct.unpack(">I", prefix[4:8])
+        if version not in (2, 3):
+            raise _bad_gguf("only GGUF versions 2 and 3 are read")
+        tensors, fields = struct.unpack(order + "QQ", prefix[8:24])
+        if tensors > MAX_GGUF_ENTRIES or fields > MAX_GGUF_ENTRIES:
+            raise ModelError(
+                "model_corrupt", "The file is not a valid GGUF file (too many entries); download it again."
+            )
+        cursor = _GGUFCursor(handle, size, order)
+        cursor.pos = 24
+        budget = [MAX_GGUF_ITEMS]
+        keys: set[str] = set()
+        architecture, alignment = "", 32
+        for _ in range(fields):
+            key = cursor.name()
+            kind = cursor.number("I")
+            value = cursor.value(kind, budget)
+            if key in keys:
+                raise _bad_gguf("two fields have the same name")
+            keys.add(key)
+            if key == "general.architecture" and isinstance(value, bytes):
+                architecture = value.decode("utf-8", "replace")
+            if key == "general.alignment":
+                if kind != _GGUF_UINT32 or not isinstance(value, int) or value <= 0 or value & (value - 1):
+                    raise _bad_gguf("its alignment is not a power of two")
+                alignment = value
+        table: list[tuple[str, list[int], str, int]] = []
+        for _ in range(tensors):
+            name = cursor.name()
+            dims = cursor.number("I")
+            if dims > MAX_GGUF_DIMS:
+                raise _bad_gguf("a tensor has more than 8 dimensions")
+            shape = [cursor.number("Q") for _ in range(dims)]
+            code, offset = cursor.number("I"), cursor.number("Q")
+            try:
+                quant = GGMLQuantizationType(code)
+                block, width = GGML_QUANT_SIZES[quant]
+            except (ValueError, KeyError):
+                raise _bad_gguf("a tensor has an unknown tensor type") from None
+            elements = 1
+            for n in shape:
+                elements *= n
+            table.append((name, shape, quant.name, offset + elements * width // block))
+        data_start = cursor.pos + (-cursor.pos % alignment)
+    header: dict[str, Any] = {}
+    for name, shape, dtype, end in table:
+        if name in header:
+            raise _bad_gguf("two tensors have the same name")
+        if data_start + end > size:
+            raise _bad_gguf("a tensor's data runs past the end of the file")
+        header[name] = {"shape": list(reversed(shape)), "dtype": dtype}
     return header, architecture
 
 
@@ -675,7 +833,7 @@ def derive_transformer_config(header: dict[str, Any], arch: str, layout: str, pr
         return []
 
     def count(sub: str) -> int:
-        return _count(keys, prefix + sub)
+        return len(_blocks(keys, prefix + sub))
 
     out: dict[str, Any] = {}
     if arch in ("flux1", "flux2"):
@@ -709,7 +867,8 @@ def derive_transformer_config(header: dict[str, Any], arch: str, layout: str, pr
         original = layout == "original"
         embed = shape("x_embedder.proj.weight" if original else "pos_embed.proj.weight")
         blocks = "joint_blocks." if original else "transformer_blocks."
-        out["num_layers"] = count(blocks)
+        numbers = _blocks(keys, prefix + blocks)
+        out["num_layers"] = len(numbers)
         head = first("joint_blocks.0.x_block.attn.ln_q.weight", "transformer_blocks.0.attn.norm_q.weight")
         head_dim = head[0] if head else 64
         if len(embed) == 4:
@@ -729,7 +888,7 @@ def derive_transformer_config(header: dict[str, Any], arch: str, layout: str, pr
                 out["pos_embed_max_size"] = side
         attn2 = ".x_block.attn2.qkv.weight" if original else ".attn2.to_q.weight"
         out["dual_attention_layers"] = sorted(
-            i for i in range(out["num_layers"]) if f"{prefix}{blocks}{i}{attn2}" in keys
+            i for i in numbers if f"{prefix}{blocks}{i}{attn2}" in keys
         )
         out["qk_norm"] = "rms_norm" if head else None
         final = shape("final_layer.linear.weight" if original else "proj_out.weight")

@@ -870,9 +870,10 @@ class ModelLibrary:
         except ModelError as err:
             # A file whose kind its header told (a LoHa in a flat folder) is refused as that kind.
             return "refused", (kind or hint or "checkpoint", err.code, err.message)
-        except (TypeError, ValueError, KeyError, IndexError, RuntimeError, OverflowError):
-            # A header that parses but holds nonsense (a shape of "x", of -1): one bad file
-            # must not stop the scan of all the others.
+        except (TypeError, ValueError, KeyError, IndexError, RuntimeError, ArithmeticError,
+                MemoryError):
+            # A header that parses but holds nonsense (a shape of "x", of -1, a width of 0
+            # divided by): one bad file must not stop the scan of all the others.
             return "refused", (
                 kind or hint or "checkpoint",
                 "model_corrupt",
@@ -901,6 +902,14 @@ class ModelLibrary:
             arch, detail = _transformer_detail(header, name)
         except ModelError as err:
             return "refused", (hint or "diffusion_model", err.code, err.message)
+        except (TypeError, ValueError, KeyError, IndexError, RuntimeError, ArithmeticError,
+                MemoryError, SystemError):
+            # as in _read (SystemError: what numpy/gguf raise when an allocation is refused)
+            return "refused", (
+                hint or "diffusion_model",
+                "model_corrupt",
+                "The file is not a valid GGUF file; download it again.",
+            )
         except OSError:
             return "refused", (
                 hint or "diffusion_model",
