@@ -147,6 +147,19 @@ class GenerationRequest:
             return "img2img"
         return "txt2img"
 
+    def without_pictures(self) -> GenerationRequest:
+        """This request with no picture left in it (photo, mask, every ControlNet unit's
+        picture, every IP-Adapter unit's references, an edit model's references): what waits
+        in a queue, and what an ended job keeps. A unit keeps every other setting."""
+        return replace(
+            self,
+            image=None,
+            mask=None,
+            controlnets=[replace(unit, image=None) for unit in self.controlnets],
+            ip_adapters=[replace(unit, images=[]) for unit in self.ip_adapters],
+            references=[],
+        )
+
 
 @dataclass
 class GenerationResult:

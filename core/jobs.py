@@ -154,7 +154,10 @@ class Job:
     def _end(self, state: JobState, error: BaseException | None = None) -> None:
         self.state, self.error = state, error
         self.ended_at = time.monotonic()
-        self.request.image = self.request.mask = None  # drop the decoded inputs now
+        # Drop the decoded inputs now, every one (a face reference is biometric data: it
+        # lives for the job only), and the frames an error would keep them alive through.
+        self.request = self.request.without_pictures()
+        forget_frames(error)
         try:
             if self._on_end is not None:
                 self._on_end(self)
@@ -403,6 +406,7 @@ class JobQueue:
             with self._cv:
                 self._running.pop(index, None)
                 self._forget_idle_owner(job.owner)
+            del job, behind  # an ended job is not held here while the worker waits
 
     def _run(self, engine: Engine, job: Job) -> None:
         started = time.monotonic()
@@ -433,6 +437,20 @@ class JobQueue:
             job.result = result
             job._end(JobState.DONE)
         log.info("job %s ended: %s in %.1f s", job.id, job.state.value, time.monotonic() - started)
+
+
+def forget_frames(error: BaseException | None) -> None:
+    """Clear the tracebacks of ``error`` and of the errors it came from: a kept error must not
+    keep alive the frames (and the pictures in their variables) it was raised through."""
+    seen: set[int] = set()
+    chain = [error]
+    while chain:
+        each = chain.pop()
+        if each is None or id(each) in seen:
+            continue
+        seen.add(id(each))
+        each.__traceback__ = None
+        chain += [each.__cause__, each.__context__]
 
 
 def _order(job: Job) -> tuple[float, int]:

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -60,9 +61,9 @@ from PIL import Image, ImageFilter, ImageOps
 
 from core.engine import MAX_SEED, GenerationRequest, GenerationResult
 from core.errors import InputError
-from core.jobs import Job, JobState, JobWaiter
+from core.jobs import Job, JobState, JobWaiter, forget_frames
 from privacy.output import encode_picture
-from privacy.scrub import scrub
+from privacy.scrub import detect_format, scrub
 from webui.infotext import infotext
 
 if TYPE_CHECKING:
@@ -71,6 +72,13 @@ if TYPE_CHECKING:
 # Pictures read as one grey channel (white = repaint); the rest as RGB.
 GREY = frozenset({"mask"})
 MAX_ITERATIONS = 16
+# The units' pictures and an edit model's references (every picture but the photo and its
+# mask, which have max_upload_pixels each) have this many times max_upload_pixels together,
+# counted from their headers before any is decoded: each may be a large photo, but twenty of
+# them (4 ControlNet units + 4 IP-Adapter units x 4 references) would be gigabytes decoded,
+# only to be resized to 1024 px or the processor's resolution.
+UNIT_PIXEL_BUDGET = 2
+OWN_LIMIT = frozenset({"photo", "mask"})
 
 
 @dataclass
@@ -292,15 +300,9 @@ def with_pictures(request: GenerationRequest, pictures: dict[str, Image.Image]) 
 
 def without_pictures(request: GenerationRequest) -> GenerationRequest:
     """``request`` with no picture left in it: what waits in the queue (the pictures wait in
-    the spool, encrypted). A unit without its picture keeps every other setting."""
-    return dataclasses.replace(
-        request,
-        image=None,
-        mask=None,
-        controlnets=[dataclasses.replace(unit, image=None) for unit in request.controlnets],
-        ip_adapters=[dataclasses.replace(unit, images=[]) for unit in request.ip_adapters],
-        references=[],
-    )
+    the spool, encrypted). :meth:`core.engine.GenerationRequest.without_pictures` knows every
+    picture field (the queue drops them the same way when a job ends)."""
+    return request.without_pictures()
 
 
 def pictures_in(request: GenerationRequest) -> list[str]:
@@ -316,8 +318,43 @@ def pictures_in(request: GenerationRequest) -> list[str]:
     return names
 
 
+def declared_pixels(data: bytes | Image.Image) -> int:
+    """The pixels a picture's header declares, read without decoding any; 0 for one that
+    cannot be read (:func:`privacy.scrub.scrub` refuses it with its own sentence)."""
+    if isinstance(data, Image.Image):
+        return data.width * data.height
+    if detect_format(data) is None:
+        return 0
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG", "JPEG", "WEBP"]) as source:
+            width, height = source.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 0
+    return max(0, width) * max(0, height)
+
+
+def _check_pixel_budget(studio: Studio, images: list[RunImage]) -> None:
+    """One sentence, naming the picture that goes over, when the units' pictures and the
+    references have more than :data:`UNIT_PIXEL_BUDGET` x max_upload_pixels together."""
+    budget = UNIT_PIXEL_BUDGET * studio.max_upload_pixels
+    total = 0
+    for item in images:
+        if item.name in OWN_LIMIT:
+            continue
+        total += declared_pixels(item.data)
+        if total > budget:
+            raise InputError(
+                "unit_pictures_too_many_pixels",
+                "The unit and reference pictures of one request may have {megapixels} "
+                "megapixels together; send smaller or fewer pictures.",
+                megapixels=f"{budget / 1_000_000:g}", image=item.name,
+            )
+
+
 def _clean_images(studio: Studio, inputs: RunInputs) -> dict[str, Image.Image]:
-    """Scrub every upload (limits before decoding), then apply the mask rule."""
+    """Check the pixel budget (headers only), scrub every upload (limits before decoding),
+    then apply the mask rule."""
+    _check_pixel_budget(studio, inputs.images)
     pictures: dict[str, Image.Image] = {}
     for item in inputs.images:
         picture_place(item.name)  # a name with a place in a request, or ValueError
@@ -397,7 +434,9 @@ async def paint(
             spooled[name] = await asyncio.to_thread(
                 studio.spool.put_image, picture, owner=owner
             )
-        del pictures, checked  # from here on the pictures live in the spool only
+        # From here on the pictures live in the spool only (the loop's last one included).
+        del pictures, checked
+        picture = None
         sealed_to = sealing_key(studio, owner) if inputs.save else None
         decoded: dict[str, Image.Image] = {}
 
@@ -467,7 +506,10 @@ async def paint(
             if job.state is JobState.DONE and job.result is not None:
                 results.append(job.result)
             elif job.state is JobState.FAILED:
-                raise job.error or RuntimeError("The job failed.")
+                error = job.error or RuntimeError("The job failed.")
+                job.error = None  # the ended job keeps no error (nor the frames it went through)
+                forget_frames(error)
+                raise error
             elif job.id not in run.skipped:
                 run.interrupted = True
         pictures_out = await asyncio.to_thread(
