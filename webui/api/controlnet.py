@@ -126,6 +126,9 @@ DETECT_FIELD = {"unknown_control_module": "controlnet_module",
                 "control_res_out_of_range": "controlnet_processor_res",
                 "control_threshold_out_of_range": "controlnet_threshold_a"}
 PICTURES_PER_BODY = 4  # base64 pictures' worth of one txt2img/img2img/detect body
+# /controlnet/detect is CPU work: this many run at a time and this many more wait their turn,
+# each before its body is read (a waiting request holds no decoded body); the next is a 503.
+DETECT_RUNNING, DETECT_WAITING = 2, 2
 _LINK = re.compile(r"^[a-z][a-z0-9+.-]*:(?://)?", re.I)
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\s]")
 
@@ -402,7 +405,8 @@ def build_controlnet_router(studio: Studio) -> APIRouter:
     """The ``/controlnet/`` routes for ``studio`` (included next to ``/sdapi/v1``)."""
     route_class = type("StudioControlNetRoute", (ApiRoute,), {"gate": studio.gate})
     router = APIRouter(prefix=PREFIX, route_class=route_class, tags=["controlnet"])
-    detecting = asyncio.Semaphore(2)  # CPU work: a few at a time, the rest wait their turn
+    detecting = asyncio.Semaphore(DETECT_RUNNING)
+    admitted = [0]  # running + waiting detect requests (on the event loop's thread only)
 
     def library() -> ModelLibrary:
         return studio.registry.library
@@ -457,6 +461,17 @@ def build_controlnet_router(studio: Studio) -> APIRouter:
     @router.post("/detect")
     async def detect(request: Request) -> dict[str, Any]:
         caller(request)
+        if admitted[0] >= DETECT_RUNNING + DETECT_WAITING:
+            raise ApiError(503, "detect_busy", "Too many pictures are being processed right "
+                           "now; try again in a few seconds.", headers={"retry-after": "5"})
+        admitted[0] += 1
+        try:
+            async with detecting:  # taken before the body is read: waiting holds no body
+                return await detect_in_turn(request)
+        finally:
+            admitted[0] -= 1
+
+    async def detect_in_turn(request: Request) -> dict[str, Any]:
         limit = PICTURES_PER_BODY * studio.max_upload_bytes * 4 // 3 + 1_000_000
         body: DetectRequest = parse(DetectRequest, await read_json(request, limit))
         module = canonical_module(body.controlnet_module)
@@ -468,11 +483,10 @@ def build_controlnet_router(studio: Studio) -> APIRouter:
             raise ApiError(422, "missing_image", "controlnet_input_images: send at least one "
                            "base64 picture.", "controlnet_input_images")
         images = []
-        async with detecting:
-            for index, text in enumerate(body.controlnet_input_images):
-                where = f"controlnet_input_images.{index}"
-                images.append(await asyncio.to_thread(detect_one, studio, text, where, body))
-                body.controlnet_input_images[index] = ""
+        for index, text in enumerate(body.controlnet_input_images):
+            where = f"controlnet_input_images.{index}"
+            images.append(await asyncio.to_thread(detect_one, studio, text, where, body))
+            body.controlnet_input_images[index] = ""
         return {"images": images, "info": "Success"}
 
     @router.api_route("/{endpoint:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
