@@ -36,6 +36,7 @@ import base64
 import dataclasses
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -401,8 +402,9 @@ def detect_one(studio: Studio, text: str, where: str, body: DetectRequest) -> st
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def build_controlnet_router(studio: Studio) -> APIRouter:
-    """The ``/controlnet/`` routes for ``studio`` (included next to ``/sdapi/v1``)."""
+def build_controlnet_router(studio: Studio, rescan: Callable[[], None]) -> APIRouter:
+    """The ``/controlnet/`` routes for ``studio`` (included next to ``/sdapi/v1``); ``rescan``
+    is the API's one-scan-at-a-time rescan (webui/api/routes.py), shared with its refresh routes."""
     route_class = type("StudioControlNetRoute", (ApiRoute,), {"gate": studio.gate})
     router = APIRouter(prefix=PREFIX, route_class=route_class, tags=["controlnet"])
     detecting = asyncio.Semaphore(DETECT_RUNNING)
@@ -426,7 +428,7 @@ def build_controlnet_router(studio: Studio) -> APIRouter:
     def model_list(request: Request, update: bool = False) -> dict[str, Any]:
         # A1111 rescans on every call by default; here only when asked (update=true).
         if update:
-            studio.registry.scan()
+            rescan()  # under the refresh routes' lock: one scan at a time
         return {"model_list": names("controlnet") + names("ipadapter")}
 
     @router.get("/module_list")

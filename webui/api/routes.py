@@ -422,5 +422,5 @@ def build_api_router(studio: Studio) -> APIRouter:
     # The ControlNet extension's routes (/controlnet/*) beside /sdapi/v1, with the same gate.
     both = APIRouter()
     both.include_router(router)
-    both.include_router(build_controlnet_router(studio))
+    both.include_router(build_controlnet_router(studio, rescan))
     return both
