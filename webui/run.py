@@ -430,13 +430,11 @@ async def paint(
         checked = with_pictures(request, pictures)
         await asyncio.to_thread(studio.engine.validate, checked)
         kind = checked.mode
-        for name, picture in pictures.items():
+        for name in list(pictures):  # popped: no loop variable keeps the last one alive
             spooled[name] = await asyncio.to_thread(
-                studio.spool.put_image, picture, owner=owner
+                studio.spool.put_image, pictures.pop(name), owner=owner
             )
-        # From here on the pictures live in the spool only (the loop's last one included).
-        del pictures, checked
-        picture = None
+        del pictures, checked  # from here on the pictures live in the spool only
         sealed_to = sealing_key(studio, owner) if inputs.save else None
         decoded: dict[str, Image.Image] = {}
 
