@@ -127,7 +127,8 @@ def test_bob_cannot_fetch_or_use_alices_upload(accounts_server):
     assert alice.get(f"/gradio_api/file={path}").status_code == 200
     assert bob.get(f"/gradio_api/file={path}").status_code == 404
     stolen = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": "photo.jpg"}
-    data = [stolen, "x", "", 0.5, "", "", "", 2, 5.0, 0, 0, 1, 1, "", 1]  # ..., VAE, CLIP skip
+    # ..., VAE, CLIP skip, an edit model's 4 reference pictures
+    data = [stolen, "x", "", 0.5, "", "", "", 2, 5.0, 0, 0, 1, 1, "", 1, None, None, None, None]
     refused = bob.post("/gradio_api/queue/join", json={  # the guard: not bob's upload
         "data": data, "fn_index": fn_index(bob, "img2img"), "session_hash": "bob-session-1",
         "event_data": None, "trigger_id": None})

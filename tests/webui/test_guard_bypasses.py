@@ -244,7 +244,8 @@ def api_index(http: httpx.Client, api_name: str) -> int:
 
 
 def img2img_data(image) -> list:
-    return [image, "x", "", 0.5, "", "", "", 2, 5.0, 0, 0, 1, 1, "", 1]  # ..., VAE, CLIP skip
+    # ..., VAE, CLIP skip, an edit model's 4 reference pictures
+    return [image, "x", "", 0.5, "", "", "", 2, 5.0, 0, 0, 1, 1, "", 1, None, None, None, None]
 
 
 def test_no_file_input_makes_the_server_fetch_a_link(accounts_server):
