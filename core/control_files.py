@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ModelError
+from core.registry import tensor_keys, tensor_shape
 
 if TYPE_CHECKING:
     import torch
@@ -101,15 +102,8 @@ NO_PROJECTION_REASON = (
 )
 
 
-def _keys(header: dict[str, Any]) -> list[str]:
-    return [key for key in header if key != "__metadata__"]
-
-
-def _shape(header: dict[str, Any], key: str) -> list[int]:
-    entry = header.get(key)
-    if isinstance(entry, dict) and isinstance(entry.get("shape"), list):
-        return [int(n) for n in entry["shape"] if isinstance(n, int)]
-    return []
+_keys = tensor_keys  # (core/registry.py reads headers for every kind)
+_shape = tensor_shape
 
 
 # -- which kind -----------------------------------------------------------------------------

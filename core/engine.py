@@ -178,6 +178,13 @@ class GenerationResult:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def batch_seeds(asked: int | None, batch: int) -> tuple[int, list[int]]:
+    """The job's seed (random when none or -1 is asked) and each picture's: seed + index, as
+    AUTOMATIC1111 numbers a batch. Every family's path takes them from here."""
+    seed = int(asked) if asked is not None and int(asked) >= 0 else secrets.randbits(32)
+    return seed, [(seed + i) % (MAX_SEED + 1) for i in range(batch)]
+
+
 def _number(value: Any, kind: type, code: str, what: str) -> Any:
     if isinstance(value, bool):
         raise InputError(code, "{what} must be a number.", what=what)
@@ -705,12 +712,7 @@ class Engine:
                 spec.default_guidance if request.guidance_scale is None else request.guidance_scale
             )
             batch = int(request.batch_size)
-            seed = (
-                int(request.seed)
-                if request.seed is not None and int(request.seed) >= 0
-                else secrets.randbits(32)
-            )
-            seeds = [(seed + i) % (MAX_SEED + 1) for i in range(batch)]
+            seed, seeds = batch_seeds(request.seed, batch)
             width, height = self._size(request, info)
             generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
 

@@ -325,9 +325,7 @@ def generate(
     should_stop: Callable[[], bool] | None,
 ) -> GenerationResult:
     """One job of a flow model (``Engine.generate`` holds the engine's lock around this)."""
-    import secrets
-
-    from core.engine import MAX_SEED, GenerationResult, denoising_strength
+    from core.engine import GenerationResult, batch_seeds, denoising_strength
 
     fam = family_of(info)
     spec = info.spec
@@ -343,12 +341,7 @@ def generate(
         else float(spec.default_guidance)
     )
     batch = int(request.batch_size)
-    seed = (
-        int(request.seed)
-        if request.seed is not None and int(request.seed) >= 0
-        else secrets.randbits(32)
-    )
-    seeds = [(seed + i) % (MAX_SEED + 1) for i in range(batch)]
+    seed, seeds = batch_seeds(request.seed, batch)
     width, height = _size(request, info, fam)
     ignored: list[str] = []
     extras: dict[str, Any] = {}

@@ -80,6 +80,8 @@ from core.registry import (
     detect_checkpoint,
     detect_diffusers_folder,
     read_safetensors_header,
+    tensor_keys,
+    tensor_shape,
 )
 
 log = logging.getLogger("obscura.core")
@@ -225,15 +227,8 @@ def _refused(kind: str, reason: str) -> InputError:
 
 
 # -- what a header says -------------------------------------------------------------------
-def _tensor_keys(header: dict[str, Any]) -> list[str]:
-    return [key for key in header if key != "__metadata__"]
-
-
-def _shape(header: dict[str, Any], key: str) -> list[int]:
-    entry = header.get(key)
-    if isinstance(entry, dict) and isinstance(entry.get("shape"), list):
-        return [int(n) for n in entry["shape"] if isinstance(n, int)]
-    return []
+_tensor_keys = tensor_keys  # (core/registry.py reads headers for every kind)
+_shape = tensor_shape
 
 
 def _metadata(header: dict[str, Any]) -> dict[str, str]:

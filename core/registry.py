@@ -216,6 +216,19 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     return header
 
 
+def tensor_keys(header: dict[str, Any]) -> list[str]:
+    """The tensor names of a safetensors header (without its ``__metadata__``)."""
+    return [key for key in header if key != "__metadata__"]
+
+
+def tensor_shape(header: dict[str, Any], key: str) -> list[int]:
+    """A tensor's shape from a safetensors header; [] when the key or its shape is not there."""
+    entry = header.get(key)
+    if isinstance(entry, dict) and isinstance(entry.get("shape"), list):
+        return [int(n) for n in entry["shape"] if isinstance(n, int)]
+    return []
+
+
 def _shape(header: dict[str, Any], key: str) -> list[int] | None:
     entry = header.get(key)
     shape = entry.get("shape") if isinstance(entry, dict) else None
