@@ -650,7 +650,7 @@ class _Cache:
     def controlnet(self, item: Any, dtype: torch.dtype, device: Any) -> Any:
         def make() -> Any:
             self.loads += 1
-            return _load_controlnet(item, dtype).to(device)
+            return _load_unit_model("controlnet", item, dtype).to(device)
 
         return self._get(self.controlnets, (_item_key(item), dtype, str(device)),
                          CONTROLNET_CACHE, make)
@@ -658,7 +658,7 @@ class _Cache:
     def encoder(self, item: Any, dtype: torch.dtype, device: Any) -> Any:
         def make() -> Any:
             self.loads += 1
-            return _load_clip_vision(item, dtype).to(device)
+            return _load_unit_model("clip_vision", item, dtype).to(device)
 
         return self._get(self.encoders, (_item_key(item), dtype, str(device)), ENCODER_CACHE, make)
 
@@ -701,34 +701,21 @@ def _load_failed(kind: str) -> ModelError:
     )
 
 
-def _load_controlnet(item: Any, dtype: torch.dtype) -> Any:
-    try:
-        from core.control_files import load_controlnet
+def _load_unit_model(kind: str, item: Any, dtype: torch.dtype) -> Any:
+    """A ControlNet (``kind`` "controlnet") or CLIP image encoder ("clip_vision") from its
+    library file (core/control_files.py), ready for inference; one sentence when it cannot load."""
+    from core import control_files
 
-        model = load_controlnet(item, dtype)
+    loader = control_files.load_controlnet if kind == "controlnet" else control_files.load_clip_vision
+    try:
+        model = loader(item, dtype)
     except InputError:
         raise
     except (MemoryError, torch.OutOfMemoryError):
         raise
     except Exception as exc:
-        log.info("controlnet refused: %s", type(exc).__name__)
-        raise _load_failed("controlnet") from None
-    model.requires_grad_(False)
-    return model.eval()
-
-
-def _load_clip_vision(item: Any, dtype: torch.dtype) -> Any:
-    try:
-        from core.control_files import load_clip_vision
-
-        model = load_clip_vision(item, dtype)
-    except InputError:
-        raise
-    except (MemoryError, torch.OutOfMemoryError):
-        raise
-    except Exception as exc:
-        log.info("clip vision refused: %s", type(exc).__name__)
-        raise _load_failed("clip_vision") from None
+        log.info("%s refused: %s", kind.replace("_", " "), type(exc).__name__)
+        raise _load_failed(kind) from None
     model.requires_grad_(False)
     return model.eval()
 

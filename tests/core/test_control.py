@@ -572,7 +572,9 @@ def test_running_out_of_memory_loading_a_controlnet_is_one_sentence(
     def full(item: Any, dtype: Any) -> Any:
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(control, "_load_controlnet", full)
+    from core import control_files
+
+    monkeypatch.setattr(control_files, "load_controlnet", full)
     err = error(other, controlnets=[unit()])
     assert err.code == "control_out_of_memory"
     cache = control.cache_for(other)
