@@ -156,7 +156,9 @@ def test_a_large_unit_picture_within_the_budget_still_paints(server, alice):
 # -- /controlnet/detect's waiting line --------------------------------------------------------
 def test_detect_reads_no_body_while_waiting_and_refuses_past_its_line(server, alice, monkeypatch):
     """Two detect requests run, two wait without reading their bodies, a fifth is a 503 with
-    one sentence; once the running ones end, the waiting ones run."""
+    one sentence; once the running ones end, the waiting ones run. One caller holds at most
+    two of the places (alice and bob fill the line here; a third of alice's is refused)."""
+    bob = member(server, "bob")
     release = threading.Event()
     reads: list[int] = []
     real_detect, real_read = webui.api.controlnet.detect_one, webui.api.controlnet.read_json
@@ -176,11 +178,12 @@ def test_detect_reads_no_body_while_waiting_and_refuses_past_its_line(server, al
     url = f"{server.url}/controlnet/detect"
     codes: list[int] = []
 
-    def hit() -> None:
-        codes.append(httpx.post(url, headers=alice.bearer, json=body, timeout=120).status_code)
+    def hit(who: Member) -> None:
+        codes.append(httpx.post(url, headers=who.bearer, json=body, timeout=120).status_code)
 
     admitted = webui.api.controlnet.DETECT_RUNNING + webui.api.controlnet.DETECT_WAITING
-    threads = [threading.Thread(target=hit) for _ in range(admitted)]
+    assert webui.api.controlnet.DETECT_PER_CALLER * 2 == admitted
+    threads = [threading.Thread(target=hit, args=(who,)) for who in (alice, bob) * 2]
     try:
         for thread in threads:
             thread.start()
@@ -190,7 +193,11 @@ def test_detect_reads_no_body_while_waiting_and_refuses_past_its_line(server, al
             time.sleep(0.05)
         time.sleep(1.0)  # the waiting ones have had time to read, were they to
         assert len(reads) == webui.api.controlnet.DETECT_RUNNING, "a waiting request read its body"
-        extra = httpx.post(url, headers=alice.bearer, json=body, timeout=30)
+        deadline = time.monotonic() + 30
+        while True:  # every place taken (two read their bodies, two wait without reading)
+            extra = httpx.post(url, headers=alice.bearer, json=body, timeout=30)
+            if extra.status_code == 503 or time.monotonic() > deadline:
+                break
         assert extra.status_code == 503, extra.text
         assert extra.json()["error"] == "detect_busy"
         assert extra.json()["detail"].endswith(".") and "retry-after" in extra.headers
@@ -200,3 +207,42 @@ def test_detect_reads_no_body_while_waiting_and_refuses_past_its_line(server, al
             thread.join(60)
     assert codes == [200] * admitted
     assert len(reads) == admitted
+
+
+def test_one_caller_cannot_fill_detects_line_and_a_stalled_body_gives_its_place_up(
+    server, alice, monkeypatch
+):
+    """A caller with two stalled uploads (headers sent, the body never finished) holds no more
+    than its two places, and only until the body deadline: another caller is served meanwhile
+    and afterwards (found by the second review: four stalled sockets locked everyone out)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    bob = member(server, "bob")
+    monkeypatch.setattr(webui.api.controlnet, "DETECT_BODY_SECONDS", 2.0)
+    where = urlsplit(server.url)
+    stalled = []
+    for _ in range(4):  # bob tries to take every place
+        sock = socket.create_connection((where.hostname, where.port), timeout=10)
+        head = (f"POST /controlnet/detect HTTP/1.1\r\nHost: {where.netloc}\r\n"
+                f"Authorization: Bearer {bob.token}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+                '{"controlnet_module":')
+        sock.sendall(head.encode())
+        stalled.append(sock)
+    try:
+        body = {"controlnet_module": "canny", "controlnet_input_images": [b64(drawing())],
+                "controlnet_processor_res": 64}
+        url = f"{server.url}/controlnet/detect"
+        time.sleep(0.5)
+        served = httpx.post(url, headers=alice.bearer, json=body, timeout=30)
+        assert served.status_code == 200, served.text  # bob holds two places, not four
+        codes = []
+        for sock in stalled:  # two refused at once, two admitted and dropped at the deadline
+            sock.settimeout(10)
+            codes.append(int(sock.recv(200).split(b" ", 2)[1]))
+        assert sorted(codes) == [408, 408, 503, 503], codes
+        assert httpx.post(url, headers=bob.bearer, json=body, timeout=30).status_code == 200
+    finally:
+        for sock in stalled:
+            sock.close()

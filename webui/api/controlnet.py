@@ -130,6 +130,10 @@ PICTURES_PER_BODY = 4  # base64 pictures' worth of one txt2img/img2img/detect bo
 # /controlnet/detect is CPU work: this many run at a time and this many more wait their turn,
 # each before its body is read (a waiting request holds no decoded body); the next is a 503.
 DETECT_RUNNING, DETECT_WAITING = 2, 2
+# One caller holds at most this many of the places, so no one can fill the line for everybody;
+# a body that has not arrived in DETECT_BODY_SECONDS gives its place up (a stalled upload).
+DETECT_PER_CALLER = 2
+DETECT_BODY_SECONDS = 30.0
 _LINK = re.compile(r"^[a-z][a-z0-9+.-]*:(?://)?", re.I)
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\s]")
 
@@ -409,6 +413,7 @@ def build_controlnet_router(studio: Studio, rescan: Callable[[], None]) -> APIRo
     router = APIRouter(prefix=PREFIX, route_class=route_class, tags=["controlnet"])
     detecting = asyncio.Semaphore(DETECT_RUNNING)
     admitted = [0]  # running + waiting detect requests (on the event loop's thread only)
+    admitted_for: dict[str, int] = {}  # the same per caller
 
     def library() -> ModelLibrary:
         return studio.registry.library
@@ -462,20 +467,32 @@ def build_controlnet_router(studio: Studio, rescan: Callable[[], None]) -> APIRo
 
     @router.post("/detect")
     async def detect(request: Request) -> dict[str, Any]:
-        caller(request)
-        if admitted[0] >= DETECT_RUNNING + DETECT_WAITING:
+        who = caller(request).user_id
+        if (admitted[0] >= DETECT_RUNNING + DETECT_WAITING
+                or admitted_for.get(who, 0) >= DETECT_PER_CALLER):
             raise ApiError(503, "detect_busy", "Too many pictures are being processed right "
                            "now; try again in a few seconds.", headers={"retry-after": "5"})
         admitted[0] += 1
+        admitted_for[who] = admitted_for.get(who, 0) + 1
         try:
             async with detecting:  # taken before the body is read: waiting holds no body
                 return await detect_in_turn(request)
         finally:
             admitted[0] -= 1
+            admitted_for[who] -= 1
+            if not admitted_for[who]:
+                del admitted_for[who]
 
     async def detect_in_turn(request: Request) -> dict[str, Any]:
         limit = PICTURES_PER_BODY * studio.max_upload_bytes * 4 // 3 + 1_000_000
-        body: DetectRequest = parse(DetectRequest, await read_json(request, limit))
+        try:
+            async with asyncio.timeout(DETECT_BODY_SECONDS):
+                data = await read_json(request, limit)
+        except TimeoutError:
+            raise ApiError(408, "body_too_slow", "The request body did not arrive within "
+                           f"{DETECT_BODY_SECONDS:g} seconds; send it again.") from None
+        body: DetectRequest = parse(DetectRequest, data)
+        del data
         module = canonical_module(body.controlnet_module)
         if module is None or module in IP_ADAPTER_MODULES:
             raise ApiError(422, "unknown_control_module", "controlnet_module: this module has no "
