@@ -330,6 +330,7 @@ def diffusers_family(folder: Path, class_name: str, index: dict[str, Any]) -> tu
             "model_corrupt",
             "The model folder has no readable transformer/config.json; download it again.",
         ) from None
+    _config_fits_weights(folder, arch, config)
     low = words(folder.name)
     if variant is not None:
         return arch, variant
@@ -345,6 +346,33 @@ def diffusers_family(folder: Path, class_name: str, index: dict[str, Any]) -> tu
     if arch == "zimage":
         return arch, ("base" if "base" in low else "turbo")
     return arch, "base"
+
+
+def _config_fits_weights(folder: Path, arch: str, config: dict[str, Any]) -> None:
+    """A folder's transformer/config.json must say what its weights' headers say (layer counts,
+    widths, heads): a config that claims 100,000 layers would otherwise pass the scan and make
+    the load build them, holding the engine for everybody. Headers only; shards merged."""
+    from core.registry import read_safetensors_header
+
+    header: dict[str, Any] = {}
+    for weights in sorted((folder / "transformer").glob("*.safetensors")):
+        try:
+            header.update(read_safetensors_header(weights))
+        except OSError:
+            return  # the registry's own check of every weight file says so
+    header.pop("__metadata__", None)
+    if not header:
+        return
+    derived = derive_transformer_config(header, arch, "diffusers", "")
+    for key, value in derived.items():
+        if isinstance(value, bool) or not isinstance(value, (int, list)) or key not in config:
+            continue
+        if config[key] != value:
+            raise ModelError(
+                "model_corrupt",
+                "The model folder's transformer/config.json does not match its weights (" + key
+                + "); download the model again.",
+            )
 
 
 # -- GGUF -------------------------------------------------------------------------------------

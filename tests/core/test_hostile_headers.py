@@ -318,3 +318,36 @@ def test_a_million_metadata_strings_are_walked_within_the_bound(tmp_path: Path):
     start = time.monotonic()
     assert read_gguf_header(path) == ({}, "")
     assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize(
+    ("arch", "variant", "key"),
+    [("sd3", "medium", "num_layers"), ("flux1", "schnell", "num_single_layers"),
+     ("flux2", "klein", "num_layers"), ("zimage", "turbo", "n_layers"),
+     ("qwenimage", "base", "num_layers")],
+)
+def test_a_folder_whose_config_overstates_its_layers_is_refused_at_the_scan(
+    tmp_path: Path, arch: str, variant: str, key: str
+) -> None:
+    """A diffusers folder whose transformer/config.json claims 100,000 layers passed the scan
+    and the load then built them, holding the engine for everybody (second review): the config
+    must say what the weights' headers say. The honest folder beside it is still listed."""
+    import json
+    import time
+
+    from family_files import save_family
+
+    from core.registry import ModelRegistry
+
+    save_family(tmp_path / "honest", arch, variant, fmt="diffusers")
+    save_family(tmp_path / "lying", arch, variant, fmt="diffusers")
+    config_file = tmp_path / "lying" / "transformer" / "config.json"
+    config = json.loads(config_file.read_text())
+    config[key] = 100_000
+    config_file.write_text(json.dumps(config))
+    started = time.monotonic()
+    registry = ModelRegistry(tmp_path)
+    assert time.monotonic() - started < 5
+    assert [m.name for m in registry.models] == ["honest"]
+    [refused] = registry.refused
+    assert refused.name == "lying" and "does not match its weights" in refused.reason
