@@ -334,9 +334,44 @@ def detect_diffusers_folder(folder: Path) -> tuple[str, str]:
         raise ModelError(
             "model_no_weights", "This model folder has no .safetensors weights; download them."
         )
+    unet: dict[str, Any] = {}
     for weight in weights:
-        read_safetensors_header(weight)
+        header = read_safetensors_header(weight)
+        if not flow and weight.parent.name == "unet":
+            unet.update(header)
+    if unet:
+        _unet_config_fits_weights(folder, unet)
     return arch, variant
+
+
+def _unet_config_fits_weights(folder: Path, header: dict[str, Any]) -> None:
+    """A folder's unet/config.json must say what its weights hold: the number of down blocks
+    and of resnets per block. A config claiming 100,000 layers would otherwise pass the scan and
+    make the load build them, holding the engine for everybody (core/family_detect.py does the
+    same for the transformer families)."""
+    import re
+
+    try:
+        config = json.loads((folder / "unet" / "config.json").read_text("utf-8"))
+        blocks = list(config.get("block_out_channels") or [])
+        layers = config.get("layers_per_block", 2)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return  # the in_channels read above said so already
+    found: dict[int, set[int]] = {}
+    for key in header:
+        match = re.match(r"down_blocks\.(\d+)\.resnets\.(\d+)\.", key)
+        if match:
+            found.setdefault(int(match[1]), set()).add(int(match[2]))
+    if not found:
+        return  # not diffusers' names: from_pretrained refuses it with its own sentence
+    per_block = [len(found.get(i, ())) for i in range(max(found) + 1)]
+    wanted = layers if isinstance(layers, list) else [layers] * len(blocks)
+    if len(blocks) != len(per_block) or wanted != per_block:
+        raise ModelError(
+            "model_corrupt",
+            "The model folder's unet/config.json does not match its weights (layers); download "
+            "the model again.",
+        )
 
 
 class ModelRegistry:

@@ -351,3 +351,25 @@ def test_a_folder_whose_config_overstates_its_layers_is_refused_at_the_scan(
     assert [m.name for m in registry.models] == ["honest"]
     [refused] = registry.refused
     assert refused.name == "lying" and "does not match its weights" in refused.reason
+
+
+@pytest.mark.parametrize("arch", ["sd", "sdxl"])
+def test_an_sd_folder_whose_unet_config_overstates_its_layers_is_refused_at_the_scan(
+    tmp_path: Path, arch: str
+) -> None:
+    """The same for a Stable Diffusion folder's unet/config.json (layers_per_block)."""
+    import json
+
+    from core.demo import save_demo_model
+    from core.registry import ModelRegistry
+
+    save_demo_model(tmp_path / "honest", arch=arch)
+    save_demo_model(tmp_path / "lying", arch=arch)
+    config_file = tmp_path / "lying" / "unet" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["layers_per_block"] = 100_000
+    config_file.write_text(json.dumps(config))
+    registry = ModelRegistry(tmp_path)
+    assert [m.name for m in registry.models] == ["honest"]
+    [refused] = registry.refused
+    assert refused.name == "lying" and "does not match its weights" in refused.reason
