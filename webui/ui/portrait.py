@@ -215,7 +215,9 @@ def build(studio: Studio) -> None:
             raise gr.Error(error_text(err, lang), print_exception=False) from None
         # Styled img2img only (the person chose to go on without the face models): say so.
         plain = text("portrait_painted_plain", lang) if not generation.ip_adapters else ""
-        async for update in stream(studio, request, generation, photo=picture):
+        run = stream(studio, request, generation, photo=picture)
+        del picture  # from here on the photo waits in the spool only (encrypted), as every upload
+        async for update in run:
             pictures, preview, status, seed = update
             if plain and pictures is not None:
                 status = f"{status} {plain}"
