@@ -130,7 +130,8 @@ STORES: tuple[Store, ...] = (
     Store(
         name="spool",
         holds="Clean (scrubbed) uploads waiting in the queue for their job: photos, masks, "
-        "ControlNet pictures and IP-Adapter reference pictures. A reference photo of a face "
+        "ControlNet pictures, IP-Adapter reference pictures and an edit model's reference "
+        "pictures (FLUX.2 [klein], FLUX.1 Kontext, Qwen-Image-Edit). A reference photo of a face "
         "is biometric data; it waits here like any upload and nowhere else.",
         where="`<data-dir>/spool/<random-id>`",
         encryption="Cobblestone-256 under a random key held only in process memory; owner and "
@@ -269,8 +270,8 @@ FLOWS: tuple[str, ...] = (
     "Upload: the browser sends a photo; it lands in the RAM directory (never on disk).",
     "Scrub: the handler reads it once, deletes the cached file, checks size and pixel limits, "
     "decodes in memory, applies EXIF orientation and rebuilds a picture with no metadata.",
-    "API (/sdapi/v1): a client sends the prompt and base64 pictures (img2img, ControlNet and "
-    "IP-Adapter units, and the pictures to upscale of extra-single-image / extra-batch-images) "
+    "API (/sdapi/v1): a client sends the prompt and base64 pictures (img2img, an edit model's "
+    "reference pictures in init_images, ControlNet and IP-Adapter units, and the pictures to upscale of extra-single-image / extra-batch-images) "
     "in a JSON body, read into "
     "memory only (never a temp file; bounded in size); the pictures are decoded and scrubbed in "
     "memory, then wait and run as below; results go back as base64 PNGs in the JSON response and, "
